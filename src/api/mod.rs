@@ -1,0 +1,1 @@
+//! The `api` stage (issue 5).

@@ -1,0 +1,1 @@
+//! Ed25519 keys: the signer, key ids, key files.

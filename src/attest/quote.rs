@@ -1,0 +1,1 @@
+//! TEE quote providers: `simulated`, `dstack`, `none`.

@@ -1,0 +1,179 @@
+//! The in-toto Statement v1 and the skill-verifier predicate. The field names are a contract
+//! (DESIGN.md, "Attestations"): add fields freely, rename none.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::sandbox::RunLimits;
+
+/// `_type` of every statement.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// `predicateType` of every statement.
+pub const PREDICATE_TYPE: &str = "https://skill-verifier.dev/attestation/verification/v1";
+
+/// An in-toto Statement v1 carrying a [`Predicate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    /// Always [`STATEMENT_TYPE`].
+    #[serde(rename = "_type")]
+    pub type_: String,
+    /// What is attested: the skill by tree digest (and archive digest).
+    pub subject: Vec<Subject>,
+    /// Always [`PREDICATE_TYPE`].
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    /// The facts.
+    pub predicate: Predicate,
+}
+
+/// A `ResourceDescriptor` subject: a name and its digests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// The skill name (or `<name>.archive` for the archive digest subject).
+    pub name: String,
+    /// `{"sha256": "<hex>"}`.
+    pub digest: std::collections::BTreeMap<String, String>,
+}
+
+/// The skill-verifier predicate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Predicate {
+    /// Who verified.
+    pub verifier: VerifierInfo,
+    /// Which job and attempt.
+    pub job: JobInfo,
+    /// Package facts.
+    pub package: PackageInfo,
+    /// Where and under which limits it ran.
+    pub environment: Environment,
+    /// What ran.
+    pub test: TestInfo,
+    /// What happened.
+    pub result: ResultInfo,
+    /// Notes a reader must see (e.g. "no tests declared").
+    pub findings: Vec<Finding>,
+    /// The TEE quote binding this statement to the signing key; `None` until bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tee: Option<Tee>,
+}
+
+/// `predicate.verifier`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierInfo {
+    /// Verifier id (the signing key id).
+    pub id: String,
+    /// The verifier's version.
+    pub version: String,
+}
+
+/// `predicate.job`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Job id (UUID).
+    pub id: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+/// `predicate.package`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageInfo {
+    /// Skill name.
+    pub name: String,
+    /// Canonical tree digest.
+    pub tree_sha256: Sha256Digest,
+    /// Archive digest (`None` for a directory).
+    pub archive_sha256: Option<Sha256Digest>,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+}
+
+/// `predicate.environment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// Image reference.
+    pub image: String,
+    /// Image digest (`sha256:...`).
+    pub image_digest: String,
+    /// `shell` | `python` | `node`.
+    pub runtime: String,
+    /// Network mode (`none`).
+    pub network: String,
+    /// Every limit.
+    pub limits: RunLimits,
+}
+
+/// `predicate.test`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestInfo {
+    /// The command run in the skill root.
+    pub command: String,
+    /// `declared` | `detected` | `smoke`.
+    pub source: String,
+}
+
+/// `predicate.result.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Tests ran and passed.
+    Passed,
+    /// Tests ran and failed (or timed out, or were OOM-killed).
+    Failed,
+    /// No tests were declared or detected; smoke checks passed.
+    Warned,
+}
+
+/// `predicate.result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultInfo {
+    /// PASSED | FAILED | WARNED.
+    pub status: Status,
+    /// Container exit code.
+    pub exit_code: i64,
+    /// Milliseconds.
+    pub duration_ms: u64,
+    /// Wall-clock timeout fired.
+    pub timed_out: bool,
+    /// OOM killer fired.
+    pub oom_killed: bool,
+    /// Output beyond the cap was dropped.
+    pub output_truncated: bool,
+    /// SHA-256 of captured stdout.
+    pub stdout_sha256: Sha256Digest,
+    /// SHA-256 of captured stderr.
+    pub stderr_sha256: Sha256Digest,
+    /// Bounded excerpt of stdout (lossy UTF-8).
+    pub stdout_excerpt: String,
+    /// Bounded excerpt of stderr (lossy UTF-8).
+    pub stderr_excerpt: String,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable code, e.g. `no_tests_declared`.
+    pub code: String,
+    /// Human text.
+    pub message: String,
+}
+
+/// `predicate.tee`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tee {
+    /// `simulated` | `dstack` | `none`.
+    pub provider: String,
+    /// The quote, hex (empty for `none`).
+    pub quote: String,
+    /// The 64 bytes bound into the quote, hex.
+    pub report_data: String,
+    /// Provider extras (event log, vm config, simulator public key, ...).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}

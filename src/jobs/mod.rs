@@ -1,0 +1,1 @@
+//! The `jobs` stage (issue 5).

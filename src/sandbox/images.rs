@@ -1,0 +1,1 @@
+//! Runner images: present, else pull, else build locally from Debian packages (`images/`).

@@ -1,0 +1,1 @@
+//! The `store` stage (issue 5).
