@@ -21,15 +21,17 @@
 //! - [`api`]: the axum router and the server entry point.
 //! - [`config`]: the one `Settings` struct (defaults < file < environment < flags).
 //! - [`cli`]: the command line; `main.rs` only calls into it.
-//! - [`digest`]: the `Sha256Digest` newtype shared by every stage.
+//! - [`digest`], [`ids`]: the `Sha256Digest` and `JobId` newtypes shared by every stage.
 
 pub mod api;
 pub mod attest;
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod ids;
 pub mod jobs;
 pub mod package;
+
 pub mod sandbox;
 pub mod store;
 

@@ -1,1 +1,328 @@
-//! The `store` stage (issue 5).
+//! The `store` stage: durable job rows and content-addressed blobs, all under one data dir.
+//!
+//! - [`sqlite`]: [`SqliteStore`], jobs and attestation rows in SQLite (WAL mode,
+//!   `synchronous=FULL`, so a job answered with 202 survives `kill -9` and power loss).
+//! - [`blobs`]: [`Blobs`], uploaded archives, envelopes and logs as files named by their SHA-256
+//!   (mode 0600), written to a temp file, fsynced and renamed into place.
+//!
+//! The queue *is* the `jobs` table: a worker claims the oldest `queued` row in one transaction,
+//! which sets it `running` and increments `attempt`. A finished attempt writes its attestation
+//! row and the job's final status in one transaction that only succeeds while the row is still
+//! `running` with that attempt, so each attempt has at most one signed result. On start-up every
+//! `running` row is put back to `queued` (the crash-recovery path).
+//!
+//! The [`Store`] trait is the seam for a later PostgreSQL store (`FOR UPDATE SKIP LOCKED` in
+//! `claim_next`); SQLite is the embedded default.
+
+pub mod blobs;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::digest::Sha256Digest;
+use crate::ids::JobId;
+
+pub use blobs::Blobs;
+pub use sqlite::SqliteStore;
+
+/// A job's status (DESIGN.md, "The API").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Accepted, waiting for a worker.
+    Queued,
+    /// A worker has it (see `phase`).
+    Running,
+    /// Tests passed (or no tests were declared and smoke checks passed: `result.status` WARNED).
+    Passed,
+    /// Tests failed, timed out or were OOM-killed.
+    Failed,
+    /// The verifier could not do its job (see `error`).
+    Error,
+    /// Cancelled by `DELETE /verify/{id}` while running.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in display order.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Passed,
+        JobStatus::Failed,
+        JobStatus::Error,
+        JobStatus::Cancelled,
+    ];
+
+    /// The lowercase name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Passed => "passed",
+            JobStatus::Failed => "failed",
+            JobStatus::Error => "error",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the job has ended.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// What a running job is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Unpacking and validating the archive.
+    Unpacking,
+    /// Deriving the container spec, resolving the image.
+    Preparing,
+    /// The test runs in its container.
+    Running,
+    /// Building and signing the attestation.
+    Signing,
+}
+
+impl Phase {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Unpacking => "unpacking",
+            Phase::Preparing => "preparing",
+            Phase::Running => "running",
+            Phase::Signing => "signing",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Phase::Unpacking,
+            Phase::Preparing,
+            Phase::Running,
+            Phase::Signing,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == text)
+    }
+}
+
+/// Package facts recorded when the job is accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageSummary {
+    /// Skill name.
+    pub name: String,
+    /// Canonical tree digest.
+    pub tree_sha256: Sha256Digest,
+    /// Archive digest.
+    pub archive_sha256: Sha256Digest,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// The runtime the test needs.
+    pub runtime: String,
+    /// `declared` | `detected` | `smoke`.
+    pub test_source: String,
+}
+
+/// The result summary of a finished job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultSummary {
+    /// PASSED | FAILED | WARNED.
+    pub status: String,
+    /// Container exit code.
+    pub exit_code: i64,
+    /// Milliseconds the test ran.
+    pub duration_ms: u64,
+    /// Timeout fired.
+    pub timed_out: bool,
+    /// OOM killer fired.
+    pub oom_killed: bool,
+    /// Output was truncated.
+    pub output_truncated: bool,
+}
+
+/// Why a job ended in `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobErrorInfo {
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// One job row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The id.
+    pub id: JobId,
+    /// Insertion order; the pagination cursor.
+    pub seq: i64,
+    /// Status.
+    pub status: JobStatus,
+    /// Phase while running.
+    pub phase: Option<Phase>,
+    /// Attempts started so far (0 while first queued).
+    pub attempt: u32,
+    /// When accepted.
+    pub created_at: OffsetDateTime,
+    /// When the current/last attempt started.
+    pub started_at: Option<OffsetDateTime>,
+    /// When it finished.
+    pub finished_at: Option<OffsetDateTime>,
+    /// Package facts.
+    pub package: PackageSummary,
+    /// The uploaded archive's blob.
+    pub archive: Sha256Digest,
+    /// Result cache key (tree, policy, image, verifier version).
+    pub cache_key: Option<String>,
+    /// Result summary once finished.
+    pub result: Option<ResultSummary>,
+    /// Error once failed with `error`.
+    pub error: Option<JobErrorInfo>,
+    /// The DSSE envelope's blob once signed.
+    pub attestation: Option<Sha256Digest>,
+    /// The captured logs' blob once finished.
+    pub logs: Option<Sha256Digest>,
+}
+
+/// A job to insert (status `queued`).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The id.
+    pub id: JobId,
+    /// Package facts.
+    pub package: PackageSummary,
+    /// The uploaded archive's blob.
+    pub archive: Sha256Digest,
+    /// Result cache key.
+    pub cache_key: Option<String>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Passed, failed, error or cancelled.
+    pub status: JobStatus,
+    /// Result summary (absent for error/cancelled).
+    pub result: Option<ResultSummary>,
+    /// Error details (for error).
+    pub error: Option<JobErrorInfo>,
+    /// The signed envelope's blob (passed/failed).
+    pub attestation: Option<Sha256Digest>,
+    /// The logs' blob.
+    pub logs: Option<Sha256Digest>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobRecord>,
+    /// Cursor for the next (older) page, if there is one.
+    pub next_cursor: Option<i64>,
+}
+
+/// What `delete_job` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// No such job.
+    NotFound,
+    /// The job was queued or finished and its row is gone.
+    Removed(JobStatus),
+    /// The job is running: the caller must cancel it instead.
+    Running,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Opening or migrating the database.
+    #[error("opening the database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("{operation}: {source}")]
+    Query {
+        /// Which operation.
+        operation: &'static str,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// A stored row could not be decoded.
+    #[error("corrupt row for job {id}: {what}")]
+    Corrupt {
+        /// The job id text.
+        id: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// Blob I/O.
+    #[error("blob {what}: {source}")]
+    Blob {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// The job store: the durable queue and its results.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a queued job.
+    async fn insert_job(&self, job: NewJob) -> Result<JobRecord, StoreError>;
+    /// One job.
+    async fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError>;
+    /// Jobs newest first, optionally by status, `limit` at most, older than `cursor`.
+    async fn list_jobs(
+        &self,
+        status: Option<JobStatus>,
+        cursor: Option<i64>,
+        limit: u32,
+    ) -> Result<JobPage, StoreError>;
+    /// Claims the oldest queued job: sets it running, attempt + 1, started now.
+    async fn claim_next(&self) -> Result<Option<JobRecord>, StoreError>;
+    /// Records the phase of a running attempt.
+    async fn set_phase(&self, id: JobId, attempt: u32, phase: Phase) -> Result<(), StoreError>;
+    /// Ends a running attempt; false if the row was no longer running with that attempt
+    /// (cancelled, deleted or re-queued meanwhile), in which case nothing was written.
+    async fn finish(&self, id: JobId, attempt: u32, finish: Finish) -> Result<bool, StoreError>;
+    /// Puts one running attempt back to queued (graceful shutdown); false if it was not running.
+    async fn requeue(&self, id: JobId, attempt: u32) -> Result<bool, StoreError>;
+    /// Puts every running job back to queued (start-up recovery); returns how many.
+    async fn requeue_all_running(&self) -> Result<u64, StoreError>;
+    /// Deletes a queued or finished job; a running one is left alone.
+    async fn delete_job(&self, id: JobId) -> Result<Deleted, StoreError>;
+    /// How many jobs are queued.
+    async fn count_queued(&self) -> Result<u64, StoreError>;
+    /// Counts by status (for metrics).
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
+    /// The newest passed/failed job with this cache key.
+    async fn find_cached(&self, cache_key: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// How many attestation rows a job has (one per finished attempt).
+    async fn attestation_count(&self, id: JobId) -> Result<u64, StoreError>;
+}
+
+/// RFC 3339 text of a time (UTC, as stored and as shown).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
