@@ -1,1 +1,347 @@
-//! The `api` stage (issue 5).
+//! The `api` stage: the axum router and the daemon's entry point.
+//!
+//! - [`router`] builds the whole HTTP surface from an [`AppState`], so most tests are
+//!   `oneshot` calls with no socket.
+//! - [`Daemon::open`] assembles the daemon from [`Settings`] (data dir, keys, store, quote
+//!   provider, Docker runner, scheduler, start-up recovery); [`Daemon::serve`] takes a bound
+//!   listener and a shutdown future, so tests bind port 0 and stop it with a oneshot.
+//!
+//! Routes (DESIGN.md, "The API"): `POST /verify`, `GET|DELETE /verify/{id}`,
+//! `GET /verify/{id}/attestation`, `GET /verify/{id}/logs`, `GET /jobs`, `GET /keys`,
+//! `GET /health`, `GET /metrics`, `GET /openapi.json`.
+
+pub mod error;
+pub mod handlers;
+pub mod upload;
+pub mod views;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::attest::keys::Signer;
+use crate::config::{ServerSettings, Settings};
+use crate::jobs::{Metrics, Scheduler, SchedulerConfig, Verifier};
+use crate::sandbox::Runner;
+use crate::store::{Blobs, SqliteStore};
+
+use error::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The scheduler (and through it the store, blobs, metrics, verifier).
+    pub scheduler: Scheduler,
+    /// Server settings (auth, CORS, timeouts).
+    pub server: Arc<ServerSettings>,
+    /// Largest archive accepted.
+    pub archive_limit: u64,
+    /// The `/keys` answer.
+    pub keys: Arc<views::Keys>,
+    /// SHA-256 of each configured token (compared digest to digest, so the comparison's
+    /// timing says nothing about the token).
+    token_digests: Arc<Vec<[u8; 32]>>,
+}
+
+impl AppState {
+    /// State for a scheduler under these settings.
+    pub fn new(
+        scheduler: Scheduler,
+        server: ServerSettings,
+        archive_limit: u64,
+        keys: views::Keys,
+    ) -> Self {
+        let token_digests = server
+            .tokens
+            .iter()
+            .map(|t| Sha256::digest(t.as_bytes()).into())
+            .collect();
+        Self {
+            scheduler,
+            server: Arc::new(server),
+            archive_limit,
+            keys: Arc::new(keys),
+            token_digests: Arc::new(token_digests),
+        }
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "skill-verifier", description = "Runs an agent skill's tests in a locked-down sandbox and signs an in-toto/DSSE attestation of what happened."),
+    paths(
+        handlers::submit,
+        handlers::get_job,
+        handlers::get_attestation,
+        handlers::get_logs,
+        handlers::delete_job,
+        handlers::list_jobs,
+        handlers::keys,
+        handlers::health,
+        handlers::metrics,
+    ),
+    components(schemas(views::JobView, views::JobList, views::Keys, views::Health, error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+impl ApiDoc {
+    /// The document, with the crate version.
+    pub fn document() -> utoipa::openapi::OpenApi {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = crate::VERSION.to_string();
+        doc
+    }
+}
+
+/// Routes that never need a token (operational endpoints).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/health" | "/metrics" | "/keys" | "/openapi.json")
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.token_digests.is_empty() || is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let writes = matches!(
+        *req.method(),
+        Method::POST | Method::DELETE | Method::PUT | Method::PATCH
+    );
+    if !writes && !state.server.auth_reads {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
+    match presented {
+        Some(d) if state.token_digests.contains(&d) => next.run(req).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not valid",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+    }
+}
+
+async fn timeout_error(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request took too long and was cut off",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let cors = if state.server.cors_origins.is_empty() {
+        None
+    } else {
+        let origins = if state.server.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::from(Any)
+        } else {
+            AllowOrigin::list(
+                state
+                    .server
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| o.parse().ok()),
+            )
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        )
+    };
+    let timeout = Duration::from_secs(state.server.request_timeout_secs.max(1));
+    // Multipart framing may add a little to the archive; the exact archive count happens
+    // while streaming.
+    let body_limit =
+        usize::try_from(state.archive_limit.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+    Router::new()
+        .route(
+            "/verify",
+            post(handlers::submit).layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit)),
+        )
+        .route("/verify/{id}", get(handlers::get_job).delete(handlers::delete_job))
+        .route("/verify/{id}/attestation", get(handlers::get_attestation))
+        .route("/verify/{id}/logs", get(handlers::get_logs))
+        .route("/jobs", get(handlers::list_jobs))
+        .route("/keys", get(handlers::keys))
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(handlers::openapi))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timeout_error))
+                .timeout(timeout),
+        )
+        .layer(tower::util::option_layer(cors))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+        .with_state(state)
+}
+
+/// An assembled daemon: state, scheduler, settings.
+pub struct Daemon {
+    /// The router's state.
+    pub state: AppState,
+    /// The scheduler.
+    pub scheduler: Scheduler,
+    settings: Settings,
+}
+
+/// The daemon instance id: stable per data dir, so a restart on the same data dir reaps the
+/// containers its earlier run left (they carry this id as a label).
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+impl Daemon {
+    /// Opens everything under the settings' data dir and recovers from an earlier run.
+    pub async fn open(settings: Settings, runner: Arc<dyn Runner>) -> anyhow::Result<Self> {
+        let data_dir = settings.data_dir();
+        crate::store::blobs::create_private_dir(&data_dir)
+            .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+        let signer = Signer::load_or_create(&data_dir.join("keys"))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("loading the signing key")?;
+        let quotes = crate::attest::quote::from_settings(&settings.attest)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("setting up the quote provider")?;
+        let store = SqliteStore::open(&data_dir.join("skill-verifier.db"))?;
+        let blobs = Blobs::open(data_dir.join("blobs"))?;
+        let instance = instance_id(&data_dir)?;
+        let keys = handlers::keys_view(signer.key_id(), signer.public_key_pem(), quotes.kind());
+        let verifier = Verifier {
+            runner,
+            signer: Arc::new(signer),
+            quotes: quotes.clone(),
+            policy: settings.sandbox.clone(),
+            instance,
+        };
+        let scheduler = Scheduler::new(
+            Arc::new(store),
+            blobs,
+            verifier,
+            SchedulerConfig {
+                limits: settings.package.clone(),
+                work_dir: data_dir.join("work"),
+                queue_capacity: settings.server.queue_capacity as u64,
+                quote_kind: quotes.kind().to_string(),
+            },
+            Arc::new(Metrics::new()),
+        );
+        scheduler.recover().await?;
+        let state = AppState::new(
+            scheduler.clone(),
+            settings.server.clone(),
+            settings.package.archive_bytes,
+            keys,
+        );
+        Ok(Self {
+            state,
+            scheduler,
+            settings,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets running
+    /// jobs finish within the grace period and re-queues the rest.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let workers = self.scheduler.spawn_workers(self.settings.workers());
+        let addr = listener.local_addr().ok();
+        tracing::info!(?addr, workers = self.settings.workers(), data_dir = %self.settings.data_dir().display(), "serving");
+        let result = axum::serve(listener, router(self.state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        tracing::info!("shutting down: draining workers");
+        self.scheduler
+            .shutdown(
+                workers,
+                Duration::from_secs(self.settings.server.shutdown_grace_secs),
+            )
+            .await;
+        result
+    }
+}

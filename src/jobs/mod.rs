@@ -1,1 +1,606 @@
-//! The `jobs` stage (issue 5).
+//! The `jobs` stage: accepting uploads, the durable queue, the supervised worker pool,
+//! cancellation, crash recovery and graceful shutdown.
+//!
+//! - [`pipeline`]: the typed stages of one verification (`Package` → `Ran` → `Attested`),
+//!   shared with the daemon-less `skill-verifier verify`.
+//! - [`metrics`]: the Prometheus metrics.
+//!
+//! The queue lives in the store (the `jobs` table), not in memory, so a job answered with 202
+//! survives a crash. Workers claim the oldest queued row; a [`tokio::sync::Notify`] wakes them
+//! on a new job, with a periodic poll as a backstop. The "bounded queue" is enforced at accept
+//! time: at `queue_capacity` queued jobs, `submit` refuses with [`SubmitError::QueueFull`].
+//!
+//! Result cache: an upload whose cache key (tree digest, runtime image digest, sandbox policy,
+//! verifier version, quote provider) matches a finished passed/failed job returns **that
+//! earlier job** (no new record), unless the caller asks for a fresh run.
+
+pub mod metrics;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::attest::statement::Status;
+use crate::digest::Sha256Digest;
+use crate::ids::JobId;
+use crate::package::{Limits, Package, PackageError};
+use crate::store::{
+    Blobs, Deleted, Finish, JobErrorInfo, JobRecord, JobStatus, NewJob, PackageSummary, Phase,
+    Store, StoreError,
+};
+
+pub use metrics::Metrics;
+pub use pipeline::{Attempt, PipelineError, Verifier};
+
+/// How long a resolved image digest is trusted before asking the engine again (cache keys
+/// use it; `images prepare` replacing an image takes effect within this time).
+const IMAGE_DIGEST_TTL: Duration = Duration::from_secs(30);
+/// How often idle workers look at the queue even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+/// Deadline for one store call from a worker.
+const STORE_DEADLINE: Duration = Duration::from_secs(30);
+/// Deadline for unpacking one package (the limits bound the work; this bounds the disk).
+const UNPACK_DEADLINE: Duration = Duration::from_secs(120);
+/// Deadline for signing (the dstack quote is a network call).
+const ATTEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An upload already streamed to a private temp file in the blob directory.
+#[derive(Debug)]
+pub struct Upload {
+    /// The temp file (from [`Blobs::temp_path`]).
+    pub path: PathBuf,
+    /// Its SHA-256, computed while writing.
+    pub sha256: Sha256Digest,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// What `submit` did.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new job was queued.
+    Accepted(JobRecord),
+    /// An identical package under an identical policy was verified before: that job.
+    Cached(JobRecord),
+}
+
+/// Why an upload was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue holds `queue_capacity` jobs.
+    #[error("the queue is full ({0} jobs waiting); retry later")]
+    QueueFull(u64),
+    /// The package is invalid (or could not be read).
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Validation did not finish in time or its task failed.
+    #[error("validating the package: {0}")]
+    Validate(String),
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// No such job.
+    NotFound,
+    /// A queued or finished job's record was deleted.
+    Deleted(JobStatus),
+    /// A running job was cancelled; its container is being killed.
+    Cancelling,
+}
+
+struct RunningJob {
+    cancel: CancellationToken,
+    requeue: Arc<AtomicBool>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    blobs: Blobs,
+    verifier: Verifier,
+    limits: Limits,
+    work_dir: PathBuf,
+    queue_capacity: u64,
+    quote_kind: String,
+    notify: Notify,
+    running: Mutex<HashMap<JobId, RunningJob>>,
+    metrics: Arc<Metrics>,
+    stopping: CancellationToken,
+    image_digests: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// The job scheduler: accepts uploads, runs workers, cancels, recovers, shuts down.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+/// Settings the scheduler needs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Package limits.
+    pub limits: Limits,
+    /// Where packages are unpacked (one folder per job, removed after).
+    pub work_dir: PathBuf,
+    /// Most queued jobs.
+    pub queue_capacity: u64,
+    /// The quote provider's name (part of the cache key).
+    pub quote_kind: String,
+}
+
+impl Scheduler {
+    /// A scheduler over a store, a blob directory and a verifier.
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: Blobs,
+        verifier: Verifier,
+        config: SchedulerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                blobs,
+                verifier,
+                limits: config.limits,
+                work_dir: config.work_dir,
+                queue_capacity: config.queue_capacity,
+                quote_kind: config.quote_kind,
+                notify: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                metrics,
+                stopping: CancellationToken::new(),
+                image_digests: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The blobs.
+    pub fn blobs(&self) -> &Blobs {
+        &self.inner.blobs
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
+    }
+
+    /// Start-up recovery: removes containers an earlier run of this instance left, clears
+    /// leftover work folders, and puts interrupted jobs back in the queue (their next claim
+    /// is attempt + 1). Returns (containers removed, jobs re-queued).
+    pub async fn recover(&self) -> anyhow::Result<(usize, u64)> {
+        use anyhow::Context;
+        let inner = &self.inner;
+        let reaped = match inner.verifier.runner.reap(&inner.verifier.instance).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Docker may be down right now; jobs will fail with a clear error and the
+                // next start reaps. Never refuse to start over it.
+                tracing::warn!(error = %e, "could not reap containers left by an earlier run");
+                0
+            }
+        };
+        if inner.work_dir.exists() {
+            std::fs::remove_dir_all(&inner.work_dir)
+                .with_context(|| format!("clearing {}", inner.work_dir.display()))?;
+        }
+        crate::store::blobs::create_private_dir(&inner.work_dir)
+            .with_context(|| format!("creating {}", inner.work_dir.display()))?;
+        let requeued = inner
+            .store
+            .requeue_all_running()
+            .await
+            .context("re-queueing interrupted jobs")?;
+        if requeued > 0 || reaped > 0 {
+            tracing::info!(requeued, reaped, "recovered from an earlier run");
+        }
+        Ok((reaped, requeued))
+    }
+
+    /// Starts `n` workers, supervised in the returned `JoinSet`.
+    pub fn spawn_workers(&self, n: usize) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for worker in 0..n {
+            let me = self.clone();
+            set.spawn(async move { me.worker_loop(worker).await });
+        }
+        set
+    }
+
+    /// Accepts an upload: validates it (refusing an invalid package with its specific
+    /// error), answers from the result cache when it can, else queues a job.
+    pub async fn submit(&self, upload: Upload, fresh: bool) -> Result<Submitted, SubmitError> {
+        let result = self.submit_inner(&upload, fresh).await;
+        // Whatever happened, the temp file is adopted or removed here.
+        let _ = std::fs::remove_file(&upload.path);
+        if let Err(e) = &result {
+            let code = match e {
+                SubmitError::QueueFull(_) => "queue_full",
+                SubmitError::Package(p) => p.code(),
+                _ => "internal",
+            };
+            self.inner
+                .metrics
+                .refused
+                .get_or_create(&metrics::CodeLabel { code: code.into() })
+                .inc();
+        }
+        result
+    }
+
+    async fn submit_inner(&self, upload: &Upload, fresh: bool) -> Result<Submitted, SubmitError> {
+        let inner = &self.inner;
+        let queued = inner.store.count_queued().await?;
+        if queued >= inner.queue_capacity {
+            return Err(SubmitError::QueueFull(queued));
+        }
+        let clock = Instant::now();
+        let scratch = inner
+            .work_dir
+            .join(format!("validate-{}", uuid::Uuid::new_v4()));
+        let package = unpack(upload.path.clone(), scratch.clone(), inner.limits.clone()).await;
+        // The worker unpacks again from the stored archive; this tree only proved validity.
+        let _ = std::fs::remove_dir_all(&scratch);
+        let package = package?;
+        inner
+            .metrics
+            .observe_stage("validate", clock.elapsed().as_secs_f64());
+
+        let cache_key = self.cache_key(&package).await;
+        if let (false, Some(key)) = (fresh, cache_key.as_deref()) {
+            if let Some(hit) = inner.store.find_cached(key).await? {
+                inner.metrics.cache_hits.inc();
+                return Ok(Submitted::Cached(hit));
+            }
+        }
+        let archive = upload.sha256;
+        inner.blobs.adopt(&upload.path, &archive)?;
+        let job = inner
+            .store
+            .insert_job(NewJob {
+                id: JobId::new(),
+                package: PackageSummary {
+                    name: package.manifest.name.clone(),
+                    tree_sha256: package.tree_sha256,
+                    archive_sha256: archive,
+                    files: package.files,
+                    bytes: package.bytes,
+                    runtime: package.test.runtime.as_str().to_string(),
+                    test_source: pipeline::source_name(package.test.source).to_string(),
+                },
+                archive,
+                cache_key,
+            })
+            .await?;
+        inner.metrics.accepted.inc();
+        inner.notify.notify_one();
+        tracing::info!(job_id = %job.id, skill = %job.package.name, "job queued");
+        Ok(Submitted::Accepted(job))
+    }
+
+    /// The result-cache key, or `None` when the runtime's image cannot be resolved (then the
+    /// job runs and fails with a clear image error instead of matching a stale result).
+    async fn cache_key(&self, package: &Package) -> Option<String> {
+        let inner = &self.inner;
+        let policy = &inner.verifier.policy;
+        let image = policy.images.get(&package.test.runtime)?.clone();
+        let digest = self.image_digest(&image).await?;
+        let mut h = Sha256::new();
+        for part in [
+            package.tree_sha256.to_hex().as_str(),
+            &image,
+            &digest,
+            &serde_json::to_string(policy).ok()?,
+            crate::VERSION,
+            &inner.quote_kind,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        Some(Sha256Digest::finish(h).to_hex())
+    }
+
+    async fn image_digest(&self, image: &str) -> Option<String> {
+        let inner = &self.inner;
+        {
+            let memo = inner
+                .image_digests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((digest, at)) = memo.get(image) {
+                if at.elapsed() < IMAGE_DIGEST_TTL {
+                    return Some(digest.clone());
+                }
+            }
+        }
+        let digest = tokio::time::timeout(
+            Duration::from_secs(10),
+            inner.verifier.runner.image_digest(image),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        inner
+            .image_digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(image.to_string(), (digest.clone(), Instant::now()));
+        Some(digest)
+    }
+
+    /// Cancels a running job (kills its container) or deletes a queued/finished one.
+    pub async fn cancel(&self, id: JobId) -> Result<Cancelled, StoreError> {
+        // A job can move from queued to running between our look and our delete; retry a
+        // few times until it is either deleted or registered as running.
+        for _ in 0..50 {
+            match self.inner.store.delete_job(id).await? {
+                Deleted::NotFound => return Ok(Cancelled::NotFound),
+                Deleted::Removed(status) => return Ok(Cancelled::Deleted(status)),
+                Deleted::Running => {
+                    let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(job) = running.get(&id) {
+                        job.cancel.cancel();
+                        return Ok(Cancelled::Cancelling);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Cancelled::Cancelling)
+    }
+
+    /// Graceful shutdown: workers stop claiming; running jobs get `grace` to finish; the
+    /// rest are killed and put back in the queue for the next start.
+    pub async fn shutdown(&self, mut workers: JoinSet<()>, grace: Duration) {
+        self.inner.stopping.cancel();
+        self.inner.notify.notify_waiters();
+        let drained = tokio::time::timeout(grace, join_all(&mut workers)).await;
+        if drained.is_err() {
+            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            tracing::warn!(
+                jobs = running.len(),
+                "grace period over: re-queueing running jobs"
+            );
+            for job in running.values() {
+                job.requeue.store(true, Ordering::SeqCst);
+                job.cancel.cancel();
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(30), join_all(&mut workers))
+            .await
+            .is_err()
+        {
+            tracing::error!("workers did not stop; aborting them");
+            workers.abort_all();
+        }
+    }
+
+    async fn worker_loop(self, worker: usize) {
+        let inner = &self.inner;
+        loop {
+            if inner.stopping.is_cancelled() {
+                break;
+            }
+            let claimed = tokio::time::timeout(STORE_DEADLINE, inner.store.claim_next()).await;
+            match claimed {
+                Ok(Ok(Some(job))) => self.process(job).await,
+                Ok(Ok(None)) => {
+                    tokio::select! {
+                        _ = inner.notify.notified() => {}
+                        _ = inner.stopping.cancelled() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(worker, error = %e, "claiming a job failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(_) => {
+                    tracing::error!(worker, "claiming a job timed out");
+                }
+            }
+        }
+        tracing::debug!(worker, "worker stopped");
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, attempt = job.attempt))]
+    async fn process(&self, job: JobRecord) {
+        let inner = &self.inner;
+        let cancel = CancellationToken::new();
+        let requeue = Arc::new(AtomicBool::new(false));
+        inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                job.id,
+                RunningJob {
+                    cancel: cancel.clone(),
+                    requeue: requeue.clone(),
+                },
+            );
+        let dir = inner.work_dir.join(job.id.to_string());
+        let result = self.execute(&job, &dir, cancel).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job.id);
+
+        let finish = match result {
+            Ok(finish) => finish,
+            Err(PipelineError::Cancelled) if requeue.load(Ordering::SeqCst) => {
+                match inner.store.requeue(job.id, job.attempt).await {
+                    Ok(_) => tracing::info!("re-queued for the next start"),
+                    Err(e) => tracing::error!(error = %e, "re-queueing failed"),
+                }
+                return;
+            }
+            Err(PipelineError::Cancelled) => Finish {
+                status: JobStatus::Cancelled,
+                result: None,
+                error: None,
+                attestation: None,
+                logs: None,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "job failed");
+                error_finish(e.code(), e.to_string())
+            }
+        };
+        let status = finish.status;
+        match inner.store.finish(job.id, job.attempt, finish).await {
+            Ok(true) => {
+                inner
+                    .metrics
+                    .finished
+                    .get_or_create(&metrics::StatusLabel {
+                        status: status.as_str().into(),
+                    })
+                    .inc();
+                tracing::info!(status = status.as_str(), "job finished");
+            }
+            Ok(false) => tracing::warn!("job was no longer running; result discarded"),
+            Err(e) => tracing::error!(error = %e, "recording the result failed"),
+        }
+    }
+
+    async fn execute(
+        &self,
+        job: &JobRecord,
+        dir: &Path,
+        cancel: CancellationToken,
+    ) -> Result<Finish, PipelineError> {
+        let inner = &self.inner;
+        let attempt = Attempt {
+            job: job.id,
+            attempt: job.attempt,
+        };
+        let clock = Instant::now();
+        let _ = std::fs::remove_dir_all(dir);
+        let package = match unpack(
+            inner.blobs.path(&job.archive),
+            dir.to_path_buf(),
+            inner.limits.clone(),
+        )
+        .await
+        {
+            Ok(p) => p,
+            // Accepted packages were valid; this is a limit change or a damaged blob.
+            Err(e) => {
+                return Ok(error_finish(
+                    &format!("package_{}", e.code()),
+                    e.to_string(),
+                ))
+            }
+        };
+        inner
+            .metrics
+            .observe_stage("unpack", clock.elapsed().as_secs_f64());
+        if cancel.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+
+        let _ = inner
+            .store
+            .set_phase(job.id, job.attempt, Phase::Running)
+            .await;
+        let clock = Instant::now();
+        let ran = inner.verifier.run(attempt, package, cancel.clone()).await?;
+        inner
+            .metrics
+            .observe_stage("run", clock.elapsed().as_secs_f64());
+        if cancel.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+
+        let _ = inner
+            .store
+            .set_phase(job.id, job.attempt, Phase::Signing)
+            .await;
+        let clock = Instant::now();
+        let attested = tokio::time::timeout(ATTEST_DEADLINE, inner.verifier.attest(&ran))
+            .await
+            .map_err(|_| PipelineError::Attest("timed out".into()))??;
+        let envelope = inner
+            .blobs
+            .put(&attested.envelope_json)
+            .map_err(|e| PipelineError::Attest(e.to_string()))?;
+        let logs = inner
+            .blobs
+            .put(&attested.logs_json)
+            .map_err(|e| PipelineError::Attest(e.to_string()))?;
+        inner
+            .metrics
+            .observe_stage("attest", clock.elapsed().as_secs_f64());
+        Ok(Finish {
+            status: match attested.status {
+                Status::Failed => JobStatus::Failed,
+                Status::Passed | Status::Warned => JobStatus::Passed,
+            },
+            result: Some(attested.summary),
+            error: None,
+            attestation: Some(envelope),
+            logs: Some(logs),
+        })
+    }
+}
+
+fn error_finish(code: &str, message: String) -> Finish {
+    Finish {
+        status: JobStatus::Error,
+        result: None,
+        error: Some(JobErrorInfo {
+            code: code.to_string(),
+            message,
+        }),
+        attestation: None,
+        logs: None,
+    }
+}
+
+async fn join_all(set: &mut JoinSet<()>) {
+    while let Some(res) = set.join_next().await {
+        if let Err(e) = res {
+            tracing::error!(error = %e, "worker task failed");
+        }
+    }
+}
+
+/// Unpacks and validates on the blocking pool, under a deadline.
+async fn unpack(archive: PathBuf, dir: PathBuf, limits: Limits) -> Result<Package, PackageError> {
+    let task = tokio::task::spawn_blocking(move || crate::package::load(&archive, &dir, &limits));
+    match tokio::time::timeout(UNPACK_DEADLINE, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(PackageError::Io {
+            path: PathBuf::from("<unpack task>"),
+            source: std::io::Error::other(join.to_string()),
+        }),
+        Err(_) => Err(PackageError::Io {
+            path: PathBuf::from("<unpack task>"),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "unpacking timed out"),
+        }),
+    }
+}

@@ -1,0 +1,330 @@
+//! The route handlers. Each is thin: parse, call the scheduler or store, shape the answer.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorBody};
+use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys};
+use super::AppState;
+use crate::ids::JobId;
+use crate::jobs::{Cancelled, Submitted};
+use crate::store::JobStatus;
+
+fn parse_id(text: &str) -> Result<JobId, ApiError> {
+    JobId::parse(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_job_id", e.to_string()))
+}
+
+/// Query of `POST /verify`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VerifyQuery {
+    /// `true` forces a new run even when a cached result matches.
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+/// Submit a skill archive for verification.
+#[utoipa::path(post, path = "/verify", params(VerifyQuery),
+    request_body(content = Vec<u8>, description = "The archive (tar, tar.gz, zip, .skill) as the raw body, or multipart field `file`", content_type = "application/octet-stream"),
+    responses(
+        (status = 202, description = "Queued", body = JobView),
+        (status = 200, description = "Answered from the result cache: the earlier job", body = JobView),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Archive over the size limit", body = ErrorBody),
+        (status = 415, description = "Not a tar, tar.gz or zip", body = ErrorBody),
+        (status = 422, description = "Invalid package (specific code)", body = ErrorBody),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    Query(query): Query<VerifyQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
+    let (status, mut view) = match state.scheduler.submit(upload, query.fresh).await? {
+        Submitted::Accepted(job) => (StatusCode::ACCEPTED, JobView::from_record(&job)),
+        Submitted::Cached(job) => (StatusCode::OK, JobView::from_record(&job)),
+    };
+    view.cached = status == StatusCode::OK;
+    let location = HeaderValue::from_str(&view.links.self_).expect("ascii path");
+    let mut resp = (status, Json(view)).into_response();
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// A job.
+#[utoipa::path(get, path = "/verify/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state
+        .scheduler
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))?;
+    Ok(Json(JobView::from_record(&job)))
+}
+
+/// A job's DSSE envelope.
+#[utoipa::path(get, path = "/verify/{id}/attestation", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses((status = 200, description = "The DSSE envelope (application/json)", body = Object),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not finished yet", body = ErrorBody)))]
+pub async fn get_attestation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state
+        .scheduler
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))?;
+    if !job.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_finished",
+            format!("job {id} is {}; poll GET /verify/{id}", job.status.as_str()),
+        ));
+    }
+    let Some(att) = job.attestation else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_attestation",
+            format!(
+                "job {id} ended {} without a signed result",
+                job.status.as_str()
+            ),
+        ));
+    };
+    let bytes = state.scheduler.blobs().read(&att)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+/// A job's captured stdout/stderr (bounded).
+#[utoipa::path(get, path = "/verify/{id}/logs", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses((status = 200, description = "{stdout, stderr, stdout_sha256, stderr_sha256, output_truncated, limit_bytes}", body = Object),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn get_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state
+        .scheduler
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))?;
+    match job.logs {
+        Some(logs) => {
+            let bytes = state.scheduler.blobs().read(&logs)?;
+            Ok((
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from(bytes),
+            )
+                .into_response())
+        }
+        None if !job.status.is_finished() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_finished",
+            format!("job {id} is {}", job.status.as_str()),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_logs",
+            format!("job {id} ended {} before its test ran", job.status.as_str()),
+        )),
+    }
+}
+
+/// Cancel a queued or running job, or delete a finished one.
+#[utoipa::path(delete, path = "/verify/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses((status = 200, description = "Deleted (queued or finished job)", body = views::Deleted),
+        (status = 202, description = "Running job cancelled; the job as it stands", body = JobView),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match state.scheduler.cancel(id).await? {
+        Cancelled::NotFound => Err(ApiError::job_not_found(id)),
+        Cancelled::Deleted(status) => Ok(Json(views::Deleted {
+            id: id.to_string(),
+            deleted: true,
+            status: status.as_str().to_string(),
+        })
+        .into_response()),
+        Cancelled::Cancelling => {
+            // The container is killed at once; wait briefly so the answer usually shows the
+            // final `cancelled` status.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let job = state.scheduler.store().get_job(id).await?;
+                match job {
+                    Some(job)
+                        if job.status.is_finished() || tokio::time::Instant::now() >= deadline =>
+                    {
+                        return Ok((StatusCode::ACCEPTED, Json(JobView::from_record(&job)))
+                            .into_response());
+                    }
+                    None => return Err(ApiError::job_not_found(id)),
+                    Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    }
+}
+
+/// Query of `GET /jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only jobs with this status.
+    pub status: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (default 50, at most 200).
+    pub limit: Option<u32>,
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_status",
+                format!("unknown status {s:?}; one of queued, running, passed, failed, error, cancelled"),
+            )
+        })?),
+    };
+    let cursor = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                "cursor is not one we issued",
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let page = state
+        .scheduler
+        .store()
+        .list_jobs(status, cursor, limit)
+        .await?;
+    Ok(Json(JobList {
+        jobs: page.jobs.iter().map(JobView::from_record).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// The verifier's public keys.
+#[utoipa::path(get, path = "/keys", responses((status = 200, body = Keys)))]
+pub async fn keys(State(state): State<AppState>) -> Json<Keys> {
+    Json(state.keys.as_ref().clone())
+}
+
+/// Liveness, with Docker reachability.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let runner = state.scheduler.verifier().runner.clone();
+    let docker = match tokio::time::timeout(Duration::from_secs(3), runner.ping()).await {
+        Ok(Ok(())) => DockerHealth {
+            reachable: true,
+            error: None,
+        },
+        Ok(Err(e)) => DockerHealth {
+            reachable: false,
+            error: Some(e.to_string()),
+        },
+        Err(_) => DockerHealth {
+            reachable: false,
+            error: Some("no answer within 3s".into()),
+        },
+    };
+    let queue_depth = state.scheduler.store().count_queued().await.unwrap_or(0);
+    Json(Health {
+        status: "ok".into(),
+        version: crate::VERSION.into(),
+        docker,
+        queue_depth,
+    })
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let m = state.scheduler.metrics();
+    for (status, n) in state.scheduler.store().count_by_status().await? {
+        m.jobs
+            .get_or_create(&crate::jobs::metrics::StatusLabel {
+                status: status.as_str().into(),
+            })
+            .set(n as i64);
+        if status == JobStatus::Queued {
+            m.queue_depth.set(n as i64);
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response())
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::ApiDoc::document())
+}
+
+/// Answers unknown routes in the API's error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Answers a wrong method in the API's error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Builds the `/keys` answer.
+pub fn keys_view(keyid: String, pem: String, quote_provider: &str) -> Keys {
+    Keys {
+        keys: vec![KeyView {
+            keyid,
+            algorithm: "ed25519".into(),
+            public_key_pem: pem,
+        }],
+        quote_provider: quote_provider.to_string(),
+    }
+}

@@ -1,0 +1,152 @@
+//! Streaming an upload to disk: raw body or multipart field `file`, counted and hashed as it
+//! arrives, cut off at the archive limit (413, whether or not `Content-Length` was sent) and
+//! when the client stalls.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::{header, StatusCode};
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use crate::digest::Sha256Digest;
+use crate::jobs::Upload;
+use crate::store::blobs::create_private_file;
+use crate::store::Blobs;
+
+/// A client that sends nothing for this long is cut off (slowloris); the overall request
+/// timeout bounds the whole upload.
+const STALL: Duration = Duration::from_secs(30);
+
+/// Streams the request's archive into a private temp file in the blob directory.
+pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // Multipart framing adds a little; the archive itself is counted exactly below.
+        if len > limit.saturating_add(64 * 1024) {
+            return Err(too_large(limit));
+        }
+    }
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+    let path = blobs.temp_path();
+    let result = if multipart {
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text()))?;
+        loop {
+            let field = form.next_field().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large(limit)
+                } else {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
+                }
+            })?;
+            let Some(field) = field else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "missing_file",
+                    "multipart upload has no field named `file`",
+                ));
+            };
+            if field.name() == Some("file") {
+                let stream = field.map(|r| r.map_err(|e| e.to_string()));
+                break write_stream(stream, path.clone(), limit).await;
+            }
+        }
+    } else {
+        let stream = req
+            .into_body()
+            .into_data_stream()
+            .map(|r| r.map_err(|e| error_text(&e)));
+        write_stream(stream, path.clone(), limit).await
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    result
+}
+
+fn error_text(e: &axum::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the archive exceeds the {limit} byte limit"),
+    )
+}
+
+async fn write_stream(
+    mut stream: impl Stream<Item = Result<Bytes, String>> + Unpin,
+    path: PathBuf,
+    limit: u64,
+) -> Result<Upload, ApiError> {
+    let mut file = create_private_file(&path)
+        .map_err(|e| ApiError::internal("creating the upload file", &e))?;
+    let mut hasher = Sha256::new();
+    let mut bytes: u64 = 0;
+    loop {
+        let next = tokio::time::timeout(STALL, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "upload_stalled",
+                    format!("no data for {}s; upload cut off", STALL.as_secs()),
+                )
+            })?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| {
+            if e.contains("length limit exceeded") {
+                too_large(limit)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "upload_failed", e)
+            }
+        })?;
+        bytes = bytes.saturating_add(chunk.len() as u64);
+        if bytes > limit {
+            return Err(too_large(limit));
+        }
+        hasher.update(&chunk);
+        // Small synchronous writes to a local file; the blocking pool would cost more than it
+        // saves at these chunk sizes.
+        file.write_all(&chunk)
+            .map_err(|e| ApiError::internal("writing the upload", &e))?;
+    }
+    if bytes == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the request has no archive in its body",
+        ));
+    }
+    file.sync_all()
+        .map_err(|e| ApiError::internal("writing the upload", &e))?;
+    Ok(Upload {
+        path,
+        sha256: Sha256Digest::finish(hasher),
+        bytes,
+    })
+}

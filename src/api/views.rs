@@ -1,0 +1,206 @@
+//! The JSON shapes of the API (the contract in DESIGN.md, "The API"), separate from the
+//! store's rows so storage can change without changing what clients see.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::store::{rfc3339, JobRecord};
+
+/// A job, as `GET /verify/{id}` and `POST /verify` answer it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// UUID.
+    pub id: String,
+    /// queued | running | passed | failed | error | cancelled.
+    pub status: String,
+    /// unpacking | preparing | running | signing, while running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Attempts started (a crash-interrupted job runs again as attempt + 1).
+    pub attempt: u32,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, when the current/last attempt started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Package facts.
+    pub package: PackageView,
+    /// Result summary once finished (passed/failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultView>,
+    /// Why the job ended in `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobErrorView>,
+    /// True when `POST /verify` answered from the result cache (this is the earlier job).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+    /// Related resources.
+    pub links: Links,
+}
+
+/// `package` of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PackageView {
+    /// Skill name.
+    pub name: String,
+    /// Canonical tree digest (hex).
+    pub tree_sha256: String,
+    /// Archive digest (hex).
+    pub archive_sha256: String,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// shell | python | node.
+    pub runtime: String,
+    /// declared | detected | smoke.
+    pub test_source: String,
+}
+
+/// `result` of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultView {
+    /// PASSED | FAILED | WARNED.
+    pub status: String,
+    /// Container exit code.
+    pub exit_code: i64,
+    /// Milliseconds.
+    pub duration_ms: u64,
+    /// Timeout fired.
+    pub timed_out: bool,
+    /// OOM killer fired.
+    pub oom_killed: bool,
+    /// Output truncated.
+    pub output_truncated: bool,
+}
+
+/// `error` of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobErrorView {
+    /// Stable code.
+    pub code: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// Links from a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Links {
+    /// This job.
+    #[serde(rename = "self")]
+    pub self_: String,
+    /// Its attestation.
+    pub attestation: String,
+    /// Its logs.
+    pub logs: String,
+}
+
+/// `GET /jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next (older) page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `DELETE /verify/{id}` on a queued or finished job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    /// The job id.
+    pub id: String,
+    /// Always true.
+    pub deleted: bool,
+    /// The status it had.
+    pub status: String,
+}
+
+/// One public key in `GET /keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    /// Key id (as in the envelope's `signatures[].keyid`).
+    pub keyid: String,
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// SubjectPublicKeyInfo PEM.
+    pub public_key_pem: String,
+}
+
+/// `GET /keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Keys {
+    /// The signing keys.
+    pub keys: Vec<KeyView>,
+    /// The TEE quote provider bound into attestations (simulated | dstack | none).
+    pub quote_provider: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` while the daemon serves.
+    pub status: String,
+    /// The verifier version.
+    pub version: String,
+    /// Whether the Docker engine answers.
+    pub docker: DockerHealth,
+    /// Jobs waiting.
+    pub queue_depth: u64,
+}
+
+/// Docker reachability.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DockerHealth {
+    /// The engine answered a ping.
+    pub reachable: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl JobView {
+    /// The view of a stored job.
+    pub fn from_record(job: &JobRecord) -> Self {
+        let id = job.id.to_string();
+        Self {
+            status: job.status.as_str().to_string(),
+            phase: job.phase.map(|p| p.as_str().to_string()),
+            attempt: job.attempt,
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+            package: PackageView {
+                name: job.package.name.clone(),
+                tree_sha256: job.package.tree_sha256.to_hex(),
+                archive_sha256: job.package.archive_sha256.to_hex(),
+                files: job.package.files,
+                bytes: job.package.bytes,
+                runtime: job.package.runtime.clone(),
+                test_source: job.package.test_source.clone(),
+            },
+            result: job.result.as_ref().map(|r| ResultView {
+                status: r.status.clone(),
+                exit_code: r.exit_code,
+                duration_ms: r.duration_ms,
+                timed_out: r.timed_out,
+                oom_killed: r.oom_killed,
+                output_truncated: r.output_truncated,
+            }),
+            error: job.error.as_ref().map(|e| JobErrorView {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            cached: false,
+            links: Links {
+                self_: format!("/verify/{id}"),
+                attestation: format!("/verify/{id}/attestation"),
+                logs: format!("/verify/{id}/logs"),
+            },
+            id,
+        }
+    }
+}
