@@ -1,0 +1,284 @@
+//! Daemon benchmarks (issue 5), each against its baseline in the same run:
+//!
+//! 1. burst: 24 trivial skills submitted at once until all are attested, vs 24
+//!    `docker run --rm --network none IMAGE true`, 4 at a time;
+//! 2. one trivial job end to end (POST → poll → attestation) vs one `docker run --rm`,
+//!    alternating, median ratio;
+//! 3. cache hit latency (POST of an already-verified package), p50;
+//! 4. `GET /verify/{id}` latency under load from a second process (`wrk`, if installed) while
+//!    jobs run;
+//! 5. the daemon's idle RSS.
+//!
+//! Run: `cargo bench --bench daemon` (needs Docker and the prepared runner images).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const IMAGE: &str = "skill-verifier/runner-shell:1";
+
+fn skill(name: &str) -> Vec<u8> {
+    let md = format!(
+        "---\nname: {name}\ndescription: Trivial benchmark skill.\nmetadata:\n  verify-test: \"true\"\n  verify-runtime: shell\n---\n"
+    );
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(md.len() as u64);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "SKILL.md", md.as_bytes()).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn docker_run_true() {
+    let ok = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", IMAGE, "true"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "docker run failed");
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Daemon {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_daemon(workers: usize) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
+        .args([
+            "serve",
+            "--no-prepare",
+            "--workers",
+            &workers.to_string(),
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client.get(format!("{url}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Daemon {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+async fn submit(client: &reqwest::Client, url: &str, body: Vec<u8>) -> String {
+    let resp = client
+        .post(format!("{url}/verify?fresh=true"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let v: Value = resp.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn wait_done(client: &reqwest::Client, url: &str, id: &str) {
+    loop {
+        let v: Value = client
+            .get(format!("{url}/verify/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match v["status"].as_str().unwrap() {
+            "passed" => return,
+            "queued" | "running" => tokio::time::sleep(Duration::from_millis(5)).await,
+            other => panic!("job {id} ended {other}: {v}"),
+        }
+    }
+}
+
+async fn attested(client: &reqwest::Client, url: &str, id: &str) {
+    wait_done(client, url, id).await;
+    let r = client
+        .get(format!("{url}/verify/{id}/attestation"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists; nothing to list here
+    }
+    let client = reqwest::Client::new();
+    // Warm both paths once (image in page cache, daemon's first container).
+    docker_run_true();
+
+    // 5. Idle RSS of a fresh daemon.
+    let d = start_daemon(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(d.child.id());
+    println!(
+        "idle RSS: {:.1} MiB (target <= 30 MB)",
+        idle as f64 / 1024.0
+    );
+    let id = submit(&client, &d.url, skill("warm-up")).await;
+    attested(&client, &d.url, &id).await;
+
+    // 2. One trivial job end to end vs one docker run, alternating.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..15 {
+        let body = skill(&format!("single-{i}"));
+        let t = Instant::now();
+        let id = submit(&client, &d.url, body).await;
+        attested(&client, &d.url, &id).await;
+        ours.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        docker_run_true();
+        theirs.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (a, b) = (median(&mut ours), median(&mut theirs));
+    println!(
+        "single job end to end: daemon p50 {a:.0} ms, docker run --rm p50 {b:.0} ms, ratio {:.2} (target <= 1.0)",
+        a / b
+    );
+
+    // 1. Burst of 24.
+    let bodies: Vec<_> = (0..24).map(|i| skill(&format!("burst-{i}"))).collect();
+    let t = Instant::now();
+    let mut ids = Vec::new();
+    for body in bodies {
+        ids.push(submit(&client, &d.url, body).await);
+    }
+    let mut waits = tokio::task::JoinSet::new();
+    for id in ids {
+        let (c, u) = (client.clone(), d.url.clone());
+        waits.spawn(async move { attested(&c, &u, &id).await });
+    }
+    while let Some(r) = waits.join_next().await {
+        r.unwrap();
+    }
+    let ours = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..6 {
+                    docker_run_true();
+                }
+            });
+        }
+    });
+    let theirs = t.elapsed().as_secs_f64();
+    println!(
+        "24 jobs: daemon {ours:.2} s, 24 docker run --rm 4 at a time {theirs:.2} s, ratio {:.2} (target <= 1.0)",
+        ours / theirs
+    );
+
+    // 3. Cache hits.
+    let body = skill("cached");
+    let id = submit(&client, &d.url, body.clone()).await;
+    attested(&client, &d.url, &id).await;
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{}/verify", d.url))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "cache hit");
+        r.bytes().await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "cache hit: p50 {:.2} ms, p99 {:.2} ms (target p50 < 2 ms)",
+        percentile(&mut lat, 0.5),
+        percentile(&mut lat, 0.99)
+    );
+
+    // 4. GET /verify/{id} under load from wrk while jobs run.
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        let mut background = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (c, u) = (client.clone(), d.url.clone());
+            background.spawn(async move {
+                let id = submit(&c, &u, skill(&format!("load-{i}"))).await;
+                attested(&c, &u, &id).await;
+            });
+        }
+        let out = Command::new("wrk")
+            .args(["-t1", "-c8", "-d10s", "--latency"])
+            .arg(format!("{}/verify/{id}", d.url))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let p99 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("99%"))
+            .unwrap_or("99% ?");
+        let rps = text
+            .lines()
+            .find(|l| l.starts_with("Requests/sec"))
+            .unwrap_or("Requests/sec ?");
+        println!("GET /verify/{{id}} under wrk -c8 while jobs ran: {} ; {} (target p99 < 5 ms at >= 1,000 req/s)", p99.trim(), rps.trim());
+        while let Some(r) = background.join_next().await {
+            r.unwrap();
+        }
+    } else {
+        println!("GET /verify/{{id}} under load: SKIPPED (wrk not installed: apt-get install wrk)");
+    }
+    println!(
+        "RSS after the run: {:.1} MiB",
+        rss_kib(d.child.id()) as f64 / 1024.0
+    );
+}

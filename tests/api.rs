@@ -1,0 +1,473 @@
+//! The HTTP API over a real socket: error paths with a runner double, whole jobs against the
+//! real Docker engine.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{shell_skill, skill_md, tar_gz, zip, InstantRunner, TestServer};
+use serde_json::Value;
+
+async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("errors are JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_string();
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    (status, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_bad_requests_with_specific_errors() {
+    let server = TestServer::start(Arc::new(InstantRunner), |s| {
+        s.server.workers = 0;
+        s.package.archive_bytes = 64 * 1024;
+    })
+    .await;
+    let url = &server.url;
+    let c = &server.client;
+
+    // Not an archive.
+    assert_eq!(
+        error_code(server.submit(b"hello, not an archive".to_vec()).await).await,
+        (415, "unsupported_format".into())
+    );
+    // An archive without SKILL.md.
+    let no_manifest = tar_gz(None, &[("README.md", "hi", false)]);
+    let (status, _) = error_code(server.submit(no_manifest).await).await;
+    assert_eq!(status, 422);
+    // Empty body.
+    assert_eq!(
+        error_code(server.submit(Vec::new()).await).await,
+        (400, "empty_body".into())
+    );
+    // Too large with Content-Length.
+    assert_eq!(
+        error_code(server.submit(vec![0u8; 200 * 1024]).await).await,
+        (413, "payload_too_large".into())
+    );
+    // Too large without Content-Length (chunked stream).
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![7u8; 8192])).collect();
+    let resp = c
+        .post(format!("{url}/verify"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (413, "payload_too_large".into()));
+    // Wrong method, unknown route, bad and unknown ids.
+    let resp = c.put(format!("{url}/verify")).send().await.unwrap();
+    assert_eq!(error_code(resp).await, (405, "method_not_allowed".into()));
+    let resp = c.get(format!("{url}/nope")).send().await.unwrap();
+    assert_eq!(error_code(resp).await, (404, "not_found".into()));
+    let resp = c
+        .get(format!("{url}/verify/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (400, "invalid_job_id".into()));
+    let unknown = uuid::Uuid::new_v4();
+    for path in ["", "/attestation", "/logs"] {
+        let resp = c
+            .get(format!("{url}/verify/{unknown}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (404, "job_not_found".into()),
+            "{path}"
+        );
+    }
+    let resp = c
+        .delete(format!("{url}/verify/{unknown}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (404, "job_not_found".into()));
+    let resp = c
+        .get(format!("{url}/jobs?status=bogus"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (400, "invalid_status".into()));
+
+    // Nothing above created a job.
+    let jobs: Value = c
+        .get(format!("{url}/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_full_answers_429_with_retry_after_and_unfinished_is_409() {
+    let server = TestServer::start(Arc::new(InstantRunner), |s| {
+        s.server.workers = 0; // nothing drains the queue
+        s.server.queue_capacity = 1;
+    })
+    .await;
+    let first = server.submit(shell_skill("one", "true")).await;
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("location").is_some());
+    let job: Value = first.json().await.unwrap();
+    assert_eq!(job["status"], "queued");
+    let id = job["id"].as_str().unwrap().to_string();
+    uuid::Uuid::parse_str(&id).expect("job ids are UUIDs");
+
+    let second = server.submit(shell_skill("two", "true")).await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "5");
+    assert_eq!(error_code(second).await.1, "queue_full");
+
+    for path in ["attestation", "logs"] {
+        let resp = server
+            .client
+            .get(format!("{}/verify/{id}/{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(resp).await, (409, "not_finished".into()));
+    }
+    // DELETE of a queued job removes it.
+    let resp = server
+        .client
+        .delete(format!("{}/verify/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = server
+        .client
+        .get(format!("{}/verify/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_writes_and_optionally_reads() {
+    let server = TestServer::start(Arc::new(InstantRunner), |s| {
+        s.server.workers = 0;
+        s.server.tokens = vec!["s3cret".into()];
+        s.server.auth_reads = true;
+    })
+    .await;
+    let (url, c) = (&server.url, &server.client);
+    let resp = server.submit(shell_skill("a", "true")).await;
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("www-authenticate").is_some());
+    assert_eq!(error_code(resp).await.1, "unauthorized");
+    let resp = c
+        .post(format!("{url}/verify"))
+        .bearer_auth("wrong")
+        .body(shell_skill("a", "true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = c
+        .post(format!("{url}/verify"))
+        .bearer_auth("s3cret")
+        .body(shell_skill("a", "true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        c.get(format!("{url}/jobs")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        c.get(format!("{url}/jobs"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Operational routes stay open.
+    for path in ["/health", "/keys", "/metrics", "/openapi.json"] {
+        assert_eq!(
+            c.get(format!("{url}{path}")).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_cache_hits_and_listing() {
+    let server = TestServer::start(Arc::new(InstantRunner), |_| {}).await;
+    let (url, c) = (&server.url, &server.client);
+    let archive = zip(&[(
+        "SKILL.md",
+        &skill_md(
+            "zipped",
+            &[("verify-test", "true"), ("verify-runtime", "shell")],
+        ),
+        false,
+    )]);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(archive.clone()).file_name("zipped.skill"),
+    );
+    let resp = c
+        .post(format!("{url}/verify"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = server.wait(&id, 30).await;
+    assert_eq!(done.status, "passed");
+    assert_eq!(done.attempt, 1);
+
+    // Identical package, identical policy: the earlier job, at once.
+    let again = server.submit(archive.clone()).await;
+    assert_eq!(again.status(), 200);
+    let cached: Value = again.json().await.unwrap();
+    assert_eq!(cached["id"], id.as_str());
+    assert_eq!(cached["cached"], true);
+    // fresh=true forces a new run.
+    let fresh = c
+        .post(format!("{url}/verify?fresh=true"))
+        .body(archive)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 202);
+    let fresh: Value = fresh.json().await.unwrap();
+    assert_ne!(fresh["id"], id.as_str());
+    server.wait(fresh["id"].as_str().unwrap(), 30).await;
+
+    let page: Value = c
+        .get(format!("{url}/jobs?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"][0]["id"], fresh["id"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page2: Value = c
+        .get(format!("{url}/jobs?limit=1&cursor={cursor}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["jobs"][0]["id"], id.as_str());
+    assert!(page2.get("next_cursor").is_none());
+    let passed: Value = c
+        .get(format!("{url}/jobs?status=passed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(passed["jobs"].as_array().unwrap().len(), 2);
+
+    let metrics = c
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "skill_verifier_jobs{status=\"passed\"} 2",
+        "skill_verifier_queue_depth 0",
+        "skill_verifier_cache_hits_total 1",
+        "skill_verifier_stage_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
+    }
+    let doc: Value = c
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/verify",
+        "/verify/{id}",
+        "/verify/{id}/attestation",
+        "/verify/{id}/logs",
+        "/jobs",
+        "/keys",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    let health: Value = c
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["docker"]["reachable"], true);
+    server.stop().await;
+}
+
+// ---- against the real Docker engine ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_and_failing_skills_end_to_end_with_verifiable_attestations() {
+    let Some(docker) = common::docker().await else {
+        return;
+    };
+    let server = TestServer::start(docker, |_| {}).await;
+    let pass = server
+        .submit(shell_skill(
+            "passes",
+            "echo hello from the sandbox; test \"$(id -u)\" != 0",
+        ))
+        .await;
+    assert_eq!(pass.status(), 202);
+    let pass: Value = pass.json().await.unwrap();
+    let fail = server
+        .submit(shell_skill("fails", "echo boom >&2; exit 3"))
+        .await;
+    assert_eq!(fail.status(), 202);
+    let fail: Value = fail.json().await.unwrap();
+
+    let pass = server.wait(pass["id"].as_str().unwrap(), 60).await;
+    let fail = server.wait(fail["id"].as_str().unwrap(), 60).await;
+    assert_eq!(pass.status, "passed", "{pass:?}");
+    assert_eq!(pass.result.as_ref().unwrap().status, "PASSED");
+    assert_eq!(fail.status, "failed", "{fail:?}");
+    assert_eq!(fail.result.as_ref().unwrap().exit_code, 3);
+
+    for (job, status) in [(&pass, "PASSED"), (&fail, "FAILED")] {
+        let resp = server
+            .client
+            .get(format!("{}/verify/{}/attestation", server.url, job.id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let envelope = resp.bytes().await.unwrap();
+        let statement = common::verify_with_published_key(&server, &envelope).await;
+        let p = &statement["predicate"];
+        assert_eq!(p["result"]["status"], status);
+        assert_eq!(p["job"]["id"], job.id.as_str());
+        assert_eq!(
+            p["package"]["tree_sha256"],
+            job.package.tree_sha256.as_str()
+        );
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            job.package.tree_sha256.as_str()
+        );
+        assert_eq!(p["environment"]["network"], "none");
+        assert_eq!(p["tee"]["provider"], "simulated");
+    }
+    let logs: Value = server
+        .client
+        .get(format!("{}/verify/{}/logs", server.url, pass.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(logs["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("hello from the sandbox"));
+    let logs: Value = server
+        .client
+        .get(format!("{}/verify/{}/logs", server.url, fail.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(logs["stderr"].as_str().unwrap().contains("boom"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_kills_its_container_quickly() {
+    let Some(docker) = common::docker().await else {
+        return;
+    };
+    let server = TestServer::start(docker, |_| {}).await;
+    let job: Value = server
+        .submit(shell_skill("sleeper", "sleep 120"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = server.job(&id).await;
+        if j.status == "running" && j.phase.as_deref() == Some("running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job never started: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give the container a moment to really be up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clock = Instant::now();
+    let resp = server
+        .client
+        .delete(format!("{}/verify/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let done = server.wait(&id, 10).await;
+    let took = clock.elapsed();
+    assert_eq!(done.status, "cancelled");
+    assert!(took < Duration::from_secs(2), "cancel took {took:?}");
+    let resp = server
+        .client
+        .get(format!("{}/verify/{id}/attestation", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (404, "no_attestation".into()));
+    // DELETE again removes the finished record.
+    let resp = server
+        .client
+        .delete(format!("{}/verify/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    server.stop().await;
+}

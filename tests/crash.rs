@@ -1,0 +1,189 @@
+//! Crash safety with the real binary: SIGKILL the daemon while jobs run, restart it on the
+//! same data dir, and every accepted job still ends with exactly one verifiable attestation;
+//! no container is left behind. Also: SIGTERM drains gracefully.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_daemon(data_dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
+        .args(["serve", "--no-prepare", "--workers", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting the daemon")
+}
+
+async fn wait_healthy(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{url}/health")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("daemon at {url} never became healthy");
+}
+
+async fn job(client: &reqwest::Client, url: &str, id: &str) -> Value {
+    client
+        .get(format!("{url}/verify/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn labelled_containers(instance: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dev.skill-verifier.instance={instance}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
+    if common::docker().await.is_none() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut daemon = spawn_daemon(data.path(), port);
+    wait_healthy(&client, &url).await;
+
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let archive = common::shell_skill(&format!("crash-{i}"), "sleep 3; echo done");
+        let resp = client
+            .post(format!("{url}/verify"))
+            .body(archive)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let v: Value = resp.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // Wait until two are really running in containers, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut running = 0;
+        for id in &ids {
+            if job(&client, &url, id).await["phase"] == "running" {
+                running += 1;
+            }
+        }
+        if running >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs never started running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+    let instance = std::fs::read_to_string(data.path().join("instance-id")).unwrap();
+    assert!(
+        labelled_containers(instance.trim()) >= 1,
+        "the killed daemon should have left its running containers behind"
+    );
+
+    let mut daemon = spawn_daemon(data.path(), port);
+    wait_healthy(&client, &url).await;
+    // Restart reaped the leftovers before running anything again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut finished = Vec::new();
+    for id in &ids {
+        loop {
+            let j = job(&client, &url, id).await;
+            let status = j["status"].as_str().unwrap().to_string();
+            if ["passed", "failed", "error", "cancelled"].contains(&status.as_str()) {
+                finished.push(j);
+                break;
+            }
+            assert!(Instant::now() < deadline, "job {id} never finished: {j}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let keys: Value = client
+        .get(format!("{url}/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(
+        keys["keys"][0]["public_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut retried = 0;
+    for j in &finished {
+        assert_eq!(j["status"], "passed", "{j}");
+        let attempt = j["attempt"].as_u64().unwrap();
+        if attempt > 1 {
+            retried += 1;
+        }
+        let env = client
+            .get(format!(
+                "{url}/verify/{}/attestation",
+                j["id"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let env: skill_verifier::attest::dsse::Envelope = serde_json::from_slice(&env).unwrap();
+        let verified = skill_verifier::attest::verify::verify_envelope(&env, &key, None).unwrap();
+        assert_eq!(verified.statement.predicate.job.attempt as u64, attempt);
+    }
+    assert!(retried >= 2, "the interrupted jobs ran again as attempt 2");
+
+    // Stop gracefully (SIGTERM) and count signed results per job in the database.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    let store =
+        skill_verifier::store::SqliteStore::open(&data.path().join("skill-verifier.db")).unwrap();
+    use skill_verifier::store::Store;
+    for id in &ids {
+        let id = skill_verifier::ids::JobId::parse(id).unwrap();
+        assert_eq!(store.attestation_count(id).await.unwrap(), 1, "job {id}");
+    }
+    assert_eq!(
+        labelled_containers(instance.trim()),
+        0,
+        "no container remains"
+    );
+}
