@@ -221,7 +221,6 @@ pub(crate) fn read_archive(
             }
             ranges.insert(start, end);
         }
-        writer.check_room(declared)?;
         if declared > limits.ratio_min_bytes
             && declared > compressed.max(1).saturating_mul(limits.ratio)
         {
@@ -230,6 +229,7 @@ pub(crate) fn read_archive(
                 limit: limits.ratio,
             });
         }
+        writer.check_room(declared)?;
         let executable = mode.is_some_and(|m| m & 0o111 != 0);
         let mut entry = archive.by_index(index).map_err(|e| zip_error(e, errors))?;
         let mut body = Declared {
