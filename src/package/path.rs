@@ -65,12 +65,6 @@ impl ArchivePath {
                 path: display_name(raw),
             });
         }
-        let bytes = text.as_bytes();
-        if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-            return Err(PackageError::WindowsPrefix {
-                path: display_name(raw),
-            });
-        }
         let mut parts: Vec<&str> = Vec::new();
         for part in text.split('/') {
             match part {
@@ -89,6 +83,14 @@ impl ArchivePath {
                     }
                     parts.push(name);
                 }
+            }
+        }
+        // Checked on the first real component, so `./C:/x` is caught as well as `C:/x`.
+        if let Some(first) = parts.first().map(|p| p.as_bytes()) {
+            if first.len() >= 2 && first[0].is_ascii_alphabetic() && first[1] == b':' {
+                return Err(PackageError::WindowsPrefix {
+                    path: display_name(raw),
+                });
             }
         }
         if parts.len() > limits.depth {
