@@ -1,0 +1,338 @@
+//! The test plan: declared in `SKILL.md` metadata, detected from the layout, or smoke.
+//!
+//! Declared (`source: declared`):
+//! - `metadata.verify-test`: a shell command, run with `sh -c` in the skill root;
+//! - `metadata.verify-runtime`: `shell`, `python` or `node` (anything else is refused); if
+//!   absent, the runtime the layout detection below would pick, else `shell`;
+//! - `metadata.verify-timeout`: a positive integer number of seconds (the policy caps it).
+//!   It applies to detected and smoke plans too. `verify-runtime` without `verify-test` is
+//!   refused: it would silently run a detected command in an image it was not detected for.
+//!
+//! Detected (`source: detected`), first match wins:
+//! 1. python: a `test_*.py` / `*_test.py` file anywhere, or `conftest.py`, `pytest.ini`.
+//!    `python3 -m unittest discover -s <dir> -v` when every test file is named `test*.py`,
+//!    sits in one directory, imports `unittest` and none mentions `pytest` and there is no
+//!    pytest config; otherwise `python3 -B -m pytest -q -p no:cacheprovider` (pytest also
+//!    runs unittest-style tests; `-B` and no cache plugin keep it from writing into the tree);
+//! 2. node: a root `package.json` whose `scripts.test` is a non-empty string other than npm's
+//!    placeholder. npm is not in the runner image, so the script text itself is the command
+//!    (run by `sh -c` like npm would), with `node_modules/.bin` put on `PATH` as npm does;
+//! 3. shell: a root `test.sh`: `sh test.sh`.
+//!
+//! Smoke (`source: smoke`): no test was found, so check that every script parses without
+//! running it. The runtime is `python` if any `*.py` file exists, else `node` if any
+//! `*.js`/`*.mjs`/`*.cjs` exists, else `shell`. The command checks every `*.sh` with
+//! `sh -n`, and in the python image every `*.py` with `compile()` (through `python3 -c`, so no
+//! `__pycache__` is written), or in the node image every script with `node --check`.
+
+use std::path::Path;
+
+use super::tree::FileRecord;
+use super::{Manifest, PackageError, Runtime, TestPlan, TestSource};
+
+/// npm's default `scripts.test`, which only fails.
+const NPM_PLACEHOLDER: &str = "echo \"Error: no test specified\" && exit 1";
+
+/// Longest `verify-test` command accepted (it ends up in the attestation).
+const MAX_COMMAND_BYTES: usize = 4096;
+
+/// Largest `package.json` / test file read for detection.
+const MAX_PROBE_BYTES: u64 = 1024 * 1024;
+
+/// The smoke check for shell scripts (busybox `find` and `sh` understand it).
+pub const SMOKE_SHELL: &str =
+    "find . -type f -name '*.sh' | while IFS= read -r f; do sh -n \"$f\" || exit 1; done";
+
+/// The smoke check for Python files: compile every file in memory.
+pub const SMOKE_PYTHON: &str = "python3 -c \"import pathlib; [compile(p.read_bytes(), str(p), 'exec') for p in sorted(pathlib.Path('.').rglob('*.py'))]\"";
+
+/// The smoke check for JavaScript files.
+pub const SMOKE_NODE: &str = "find . -path ./node_modules -prune -o -type f \\( -name '*.js' -o -name '*.mjs' -o -name '*.cjs' \\) -print | while IFS= read -r f; do node --check \"$f\" || exit 1; done";
+
+/// Builds the test plan for a validated manifest and tree (files relative to `root`).
+pub fn plan(
+    manifest: &Manifest,
+    root: &Path,
+    files: &[FileRecord],
+) -> Result<TestPlan, PackageError> {
+    let meta = &manifest.metadata;
+    let timeout_secs = meta
+        .get("verify-timeout")
+        .map(|v| parse_timeout(v))
+        .transpose()?;
+    let runtime = meta
+        .get("verify-runtime")
+        .map(|v| {
+            Runtime::parse(v).ok_or_else(|| PackageError::InvalidRuntime {
+                value: v.chars().take(100).collect(),
+            })
+        })
+        .transpose()?;
+    if let Some(command) = meta.get("verify-test") {
+        let command = command.trim();
+        if command.is_empty() {
+            return Err(PackageError::InvalidTestCommand {
+                reason: "must not be empty",
+            });
+        }
+        if command.len() > MAX_COMMAND_BYTES {
+            return Err(PackageError::InvalidTestCommand {
+                reason: "longer than 4096 bytes",
+            });
+        }
+        if command.contains('\0') {
+            return Err(PackageError::InvalidTestCommand {
+                reason: "must not contain NUL",
+            });
+        }
+        let runtime = runtime
+            .or_else(|| detect(root, files).map(|(_, r)| r))
+            .unwrap_or(Runtime::Shell);
+        return Ok(TestPlan {
+            command: command.to_string(),
+            runtime,
+            timeout_secs,
+            source: TestSource::Declared,
+        });
+    }
+    if runtime.is_some() {
+        return Err(PackageError::InvalidMetadata {
+            key: "verify-runtime".into(),
+            reason: "only allowed together with verify-test",
+        });
+    }
+    if let Some((command, runtime)) = detect(root, files) {
+        return Ok(TestPlan {
+            command,
+            runtime,
+            timeout_secs,
+            source: TestSource::Detected,
+        });
+    }
+    let (command, runtime) = smoke(files);
+    Ok(TestPlan {
+        command,
+        runtime,
+        timeout_secs,
+        source: TestSource::Smoke,
+    })
+}
+
+fn parse_timeout(value: &str) -> Result<u64, PackageError> {
+    let v = value.trim();
+    let bad = || PackageError::InvalidTimeout {
+        value: value.chars().take(100).collect(),
+    };
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or(".", |(dir, _)| dir)
+}
+
+fn is_python_test(path: &str) -> bool {
+    let name = file_name(path);
+    name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+}
+
+fn read_small(root: &Path, rel: &str) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(root.join(rel)).ok()?;
+    let mut out = String::new();
+    file.take(MAX_PROBE_BYTES).read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Layout detection; see the module docs for the rules.
+fn detect(root: &Path, files: &[FileRecord]) -> Option<(String, Runtime)> {
+    let has = |p: &str| files.iter().any(|f| f.path == p);
+    let tests: Vec<&str> = files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| is_python_test(p))
+        .collect();
+    let pytest_config = files.iter().any(|f| {
+        let name = file_name(&f.path);
+        name == "conftest.py" || name == "pytest.ini"
+    });
+    if !tests.is_empty() || pytest_config {
+        return Some((python_command(root, &tests, pytest_config), Runtime::Python));
+    }
+    if has("package.json") {
+        if let Some(script) = node_test_script(root) {
+            return Some((script, Runtime::Node));
+        }
+    }
+    if has("test.sh") {
+        return Some(("sh test.sh".to_string(), Runtime::Shell));
+    }
+    None
+}
+
+fn python_command(root: &Path, tests: &[&str], pytest_config: bool) -> String {
+    const PYTEST: &str = "python3 -B -m pytest -q -p no:cacheprovider";
+    if pytest_config || tests.is_empty() {
+        return PYTEST.to_string();
+    }
+    let dir = parent(tests[0]);
+    let unittest_only = tests.iter().all(|t| {
+        parent(t) == dir
+            && file_name(t).starts_with("test")
+            && read_small(root, t)
+                .is_some_and(|src| src.contains("unittest") && !src.contains("pytest"))
+    });
+    if unittest_only {
+        // Test file names are validated (no control characters); quote for the shell.
+        format!("python3 -B -m unittest discover -s {} -v", shell_quote(dir))
+    } else {
+        PYTEST.to_string()
+    }
+}
+
+fn node_test_script(root: &Path) -> Option<String> {
+    let text = read_small(root, "package.json")?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let script = json.get("scripts")?.get("test")?.as_str()?.trim();
+    if script.is_empty() || script == NPM_PLACEHOLDER || script.len() > MAX_COMMAND_BYTES {
+        return None;
+    }
+    Some(format!("PATH=\"$PWD/node_modules/.bin:$PATH\" {script}"))
+}
+
+fn smoke(files: &[FileRecord]) -> (String, Runtime) {
+    let any = |exts: &[&str]| {
+        files
+            .iter()
+            .any(|f| exts.iter().any(|e| f.path.ends_with(e)))
+    };
+    if any(&[".py"]) {
+        (format!("{SMOKE_SHELL} && {SMOKE_PYTHON}"), Runtime::Python)
+    } else if any(&[".js", ".mjs", ".cjs"]) {
+        (format!("{SMOKE_SHELL} && {SMOKE_NODE}"), Runtime::Node)
+    } else {
+        (SMOKE_SHELL.to_string(), Runtime::Shell)
+    }
+}
+
+/// Single-quotes `s` for `sh`.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn manifest(meta: &[(&str, &str)]) -> Manifest {
+        Manifest {
+            name: "s".into(),
+            description: "d".into(),
+            license: None,
+            compatibility: None,
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            allowed_tools: None,
+        }
+    }
+
+    fn rec(path: &str) -> FileRecord {
+        FileRecord {
+            path: path.into(),
+            executable: false,
+            len: 0,
+            sha256: [0; 32],
+        }
+    }
+
+    #[test]
+    fn declared_plan_uses_metadata() {
+        let m = manifest(&[
+            ("verify-test", "make check"),
+            ("verify-runtime", "node"),
+            ("verify-timeout", "45"),
+        ]);
+        let p = plan(&m, Path::new("/nonexistent"), &[]).unwrap();
+        assert_eq!(p.command, "make check");
+        assert_eq!(p.runtime, Runtime::Node);
+        assert_eq!(p.timeout_secs, Some(45));
+        assert_eq!(p.source, TestSource::Declared);
+    }
+
+    #[test]
+    fn bad_runtime_and_timeout_are_refused() {
+        let root = Path::new("/nonexistent");
+        for t in ["0", "-1", "1.5", "10s", "", "99999999999999999999999"] {
+            let m = manifest(&[("verify-test", "x"), ("verify-timeout", t)]);
+            assert!(
+                matches!(
+                    plan(&m, root, &[]),
+                    Err(PackageError::InvalidTimeout { .. })
+                ),
+                "{t}"
+            );
+        }
+        let m = manifest(&[("verify-test", "x"), ("verify-runtime", "ruby")]);
+        assert!(matches!(
+            plan(&m, root, &[]),
+            Err(PackageError::InvalidRuntime { .. })
+        ));
+        let m = manifest(&[("verify-runtime", "python")]);
+        assert!(matches!(
+            plan(&m, root, &[]),
+            Err(PackageError::InvalidMetadata { .. })
+        ));
+        let m = manifest(&[("verify-test", "  ")]);
+        assert!(matches!(
+            plan(&m, root, &[]),
+            Err(PackageError::InvalidTestCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn detection_order_and_smoke_fallback() {
+        let root = Path::new("/nonexistent");
+        let m = manifest(&[]);
+        let p = plan(
+            &m,
+            root,
+            &[rec("SKILL.md"), rec("test.sh"), rec("tests/test_x.py")],
+        )
+        .unwrap();
+        assert_eq!(
+            (p.runtime, p.source),
+            (Runtime::Python, TestSource::Detected)
+        );
+        assert!(p.command.contains("pytest"));
+        let p = plan(&m, root, &[rec("SKILL.md"), rec("test.sh")]).unwrap();
+        assert_eq!(p.command, "sh test.sh");
+        let p = plan(&m, root, &[rec("SKILL.md"), rec("scripts/a.js")]).unwrap();
+        assert_eq!((p.runtime, p.source), (Runtime::Node, TestSource::Smoke));
+        let p = plan(&m, root, &[rec("SKILL.md")]).unwrap();
+        assert_eq!((p.runtime, p.source), (Runtime::Shell, TestSource::Smoke));
+    }
+
+    #[test]
+    fn shell_quote_quotes_only_when_needed() {
+        assert_eq!(shell_quote("tests"), "tests");
+        assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
+    }
+}
