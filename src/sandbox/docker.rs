@@ -604,13 +604,7 @@ fn create_body(spec: &ContainerSpec, tree_bytes: u64) -> Result<ContainerCreateB
         tmpfs: Some(tmpfs),
         shm_size: Some(to_i64("shm_bytes", l.shm_bytes)?),
         ipc_mode: Some("private".to_string()),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".to_string()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), l.log_bytes.to_string()),
-                ("max-file".to_string(), "1".to_string()),
-            ])),
-        }),
+        log_config: Some(log_config(l)),
         runtime: spec.oci_runtime.clone(),
         auto_remove: Some(false),
         ..Default::default()
@@ -636,6 +630,21 @@ fn create_body(spec: &ContainerSpec, tree_bytes: u64) -> Result<ContainerCreateB
         host_config: Some(host_config),
         ..Default::default()
     })
+}
+
+/// The engine-side log settings: `none` needs no options; file drivers get one capped file.
+fn log_config(l: &super::RunLimits) -> HostConfigLogConfig {
+    let config = match l.log_driver.as_str() {
+        "json-file" | "local" => Some(HashMap::from([
+            ("max-size".to_string(), l.log_bytes.to_string()),
+            ("max-file".to_string(), "1".to_string()),
+        ])),
+        _ => None,
+    };
+    HostConfigLogConfig {
+        typ: Some(l.log_driver.clone()),
+        config,
+    }
 }
 
 /// Why building the tar stopped.

@@ -57,7 +57,10 @@ pub struct RunLimits {
     pub nofile: u64,
     /// `RLIMIT_FSIZE` in bytes (soft = hard): the largest file a process may write.
     pub fsize_bytes: u64,
-    /// Engine-side container log cap (json-file `max-size`, one file).
+    /// Engine-side logging driver (`none` by default: output reaches the daemon through the
+    /// attach stream only, and nothing is written to the engine's disk).
+    pub log_driver: String,
+    /// Engine-side log cap when the driver is `json-file` or `local` (`max-size`, one file).
     pub log_bytes: u64,
     /// Seconds between SIGTERM and SIGKILL when the timeout fires.
     pub kill_grace_secs: u64,
@@ -98,7 +101,11 @@ pub struct Policy {
     pub nofile: u64,
     /// `RLIMIT_FSIZE` in bytes.
     pub fsize_bytes: u64,
-    /// Engine-side log cap per container.
+    /// Engine-side logging driver. `none` (the default) keeps container output off the
+    /// engine's disk entirely and is much faster under a flood: `json-file` encodes every
+    /// line as JSON, about 1 MB/s for `yes`. `json-file`/`local` are capped at `log_bytes`.
+    pub log_driver: String,
+    /// Engine-side log cap per container (for `json-file`/`local`).
     pub log_bytes: u64,
     /// SIGTERM -> SIGKILL grace on timeout.
     pub kill_grace_secs: u64,
@@ -137,6 +144,7 @@ impl Default for Policy {
             // As large as all writable space, so a big write ends in ENOSPC from the tmpfs
             // (what a test can handle) before SIGXFSZ would kill the writer.
             fsize_bytes: 256 * MIB,
+            log_driver: "none".into(),
             log_bytes: MIB,
             kill_grace_secs: 2,
             network: "none".into(),
@@ -222,6 +230,7 @@ pub fn spec_for(
         shm_bytes: policy.shm_bytes,
         nofile: policy.nofile,
         fsize_bytes: policy.fsize_bytes,
+        log_driver: policy.log_driver.clone(),
         log_bytes: policy.log_bytes,
         kill_grace_secs: policy.kill_grace_secs,
         read_only_rootfs: true,
@@ -283,6 +292,9 @@ fn check_policy(policy: &Policy) -> Result<(), SandboxError> {
         || policy.user.starts_with("root")
     {
         return bad("user must not be root");
+    }
+    if policy.log_driver.is_empty() {
+        return bad("log_driver must be set (`none` keeps logs off the engine's disk)");
     }
     if policy.network.is_empty() {
         return bad("network must be set");
@@ -355,6 +367,7 @@ mod tests {
                 "shm_bytes": 8388608,
                 "nofile": 1024,
                 "fsize_bytes": 268435456u64,
+                "log_driver": "none",
                 "log_bytes": 1048576,
                 "kill_grace_secs": 2,
                 "read_only_rootfs": true
