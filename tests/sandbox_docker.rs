@@ -96,7 +96,11 @@ async fn runs_unprivileged_without_capabilities() {
     assert_eq!(field("CapPrm"), "0000000000000000");
     assert_eq!(field("CapBnd"), "0000000000000000");
     assert_eq!(field("NoNewPrivs"), "1");
-    assert_eq!(field("Seccomp"), "2", "the default seccomp profile must apply");
+    assert_eq!(
+        field("Seccomp"),
+        "2",
+        "the default seccomp profile must apply"
+    );
     assert_no_leftovers(&r, &inst).await;
 }
 
@@ -126,7 +130,13 @@ async fn cancellation_kills_the_container_quickly() {
     let Some(r) = runner().await else { return };
     let inst = instance();
     let t = tree(&[]);
-    let spec = spec(&inst, Runtime::Shell, "echo started; sleep 300", Some(600), &policy());
+    let spec = spec(
+        &inst,
+        Runtime::Shell,
+        "echo started; sleep 300",
+        Some(600),
+        &policy(),
+    );
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
@@ -168,7 +178,10 @@ async fn the_reaper_removes_what_an_earlier_run_left() {
             ..Default::default()
         };
         let c = docker
-            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
             .await
             .unwrap();
         if start {
@@ -182,7 +195,10 @@ async fn the_reaper_removes_what_an_earlier_run_left() {
     assert_eq!(r.reap(&inst).await.unwrap(), 2);
     for id in ids {
         assert!(docker
-            .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                &id,
+                None::<bollard::query_parameters::InspectContainerOptions>
+            )
             .await
             .is_err());
     }
@@ -217,7 +233,10 @@ async fn a_dropped_run_is_removed_by_its_guard() {
         if docker.list_containers(Some(opts)).await.unwrap().is_empty() {
             break;
         }
-        assert!(begun.elapsed() < Duration::from_secs(15), "the container stayed");
+        assert!(
+            begun.elapsed() < Duration::from_secs(15),
+            "the container stayed"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -252,10 +271,22 @@ async fn one_shared_runner_serves_concurrent_runs() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..4 {
         let shared = shared.clone();
-        let spec = spec(&inst, Runtime::Shell, &format!("echo run-{i}; exit {i}"), Some(30), &policy());
+        let spec = spec(
+            &inst,
+            Runtime::Shell,
+            &format!("echo run-{i}; exit {i}"),
+            Some(30),
+            &policy(),
+        );
         tasks.spawn(async move {
             let t = tree(&[]);
-            (i, shared.run(&spec, t.path(), CancellationToken::new()).await.unwrap())
+            (
+                i,
+                shared
+                    .run(&spec, t.path(), CancellationToken::new())
+                    .await
+                    .unwrap(),
+            )
         });
     }
     while let Some(joined) = tasks.join_next().await {

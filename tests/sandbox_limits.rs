@@ -13,7 +13,13 @@ async fn a_fork_bomb_ends_and_the_host_is_fine() {
     let Some(r) = runner().await else { return };
     let inst = instance();
     let begun = Instant::now();
-    let out = sh(&r, &inst, "bomb() { bomb | bomb & }; bomb; sleep 30", Some(4)).await;
+    let out = sh(
+        &r,
+        &inst,
+        "bomb() { bomb | bomb & }; bomb; sleep 30",
+        Some(4),
+    )
+    .await;
     let took = begun.elapsed();
     assert!(out.timed_out, "{out:?}");
     assert!(took < Duration::from_secs(4 + 2 + 10), "took {took:?}");
@@ -94,7 +100,13 @@ async fn a_loop_ignoring_sigterm_is_killed_after_the_grace() {
     let Some(r) = runner().await else { return };
     let inst = instance();
     let begun = Instant::now();
-    let out = sh(&r, &inst, "trap '' TERM; while :; do sleep 1; done", Some(2)).await;
+    let out = sh(
+        &r,
+        &inst,
+        "trap '' TERM; while :; do sleep 1; done",
+        Some(2),
+    )
+    .await;
     let took = begun.elapsed();
     assert!(out.timed_out);
     assert_eq!(out.exit_code, 137);
@@ -136,17 +148,31 @@ async fn a_yes_flood_is_truncated_with_flat_memory() {
     };
     let t = tree(&[]);
     let before = rss_high_water_kib();
-    let out = run_in(&r, &inst, Runtime::Shell, "yes & yes >&2", Some(60), &policy, t.path())
-        .await
-        .unwrap();
+    let out = run_in(
+        &r,
+        &inst,
+        Runtime::Shell,
+        "yes & yes >&2",
+        Some(60),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
     let grown_mib = (rss_high_water_kib().saturating_sub(before)) / 1024;
     assert!(out.output_truncated);
-    assert!(!out.timed_out, "the hard cap, not the timeout, must end a flood");
+    assert!(
+        !out.timed_out,
+        "the hard cap, not the timeout, must end a flood"
+    );
     assert_eq!(out.exit_code, 137);
     assert_eq!(out.stdout.len(), 1024 * 1024);
     assert_eq!(out.stderr.len(), 1024 * 1024);
     assert!(out.stdout.starts_with(b"y\ny\n"));
-    assert!(grown_mib < 48, "memory grew by {grown_mib} MiB during a 256 MiB flood");
+    assert!(
+        grown_mib < 48,
+        "memory grew by {grown_mib} MiB during a 256 MiB flood"
+    );
     assert_no_leftovers(&r, &inst).await;
 }
 
@@ -196,6 +222,9 @@ async fn nofile_and_fsize_ulimits_apply() {
     let out = sh(&r, &inst, "ulimit -n; ulimit -f", Some(20)).await;
     assert_eq!(out.exit_code, 0);
     // ulimit -f counts 512-byte blocks in busybox sh.
-    assert_eq!(text(&out.stdout), format!("1024\n{}\n", 256 * 1024 * 1024 / 512));
+    assert_eq!(
+        text(&out.stdout),
+        format!("1024\n{}\n", 256 * 1024 * 1024 / 512)
+    );
     assert_no_leftovers(&r, &inst).await;
 }

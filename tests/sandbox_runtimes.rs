@@ -91,7 +91,13 @@ async fn pytest_from_debian_runs_too() {
     )
     .await
     .unwrap();
-    assert_eq!(out.exit_code, 0, "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("1 passed"));
     assert_no_leftovers(&r, &inst).await;
 }
@@ -111,9 +117,17 @@ async fn a_node_test_suite_runs_and_passes() {
             false,
         ),
     ]);
-    let out = run_in(&r, &inst, Runtime::Node, "node --test", Some(60), &policy(), t.path())
-        .await
-        .unwrap();
+    let out = run_in(
+        &r,
+        &inst,
+        Runtime::Node,
+        "node --test",
+        Some(60),
+        &policy(),
+        t.path(),
+    )
+    .await
+    .unwrap();
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.exit_code, 0, "{all}");
     assert!(all.contains("# pass 2"), "{all}");

@@ -50,7 +50,12 @@ pub fn run(cmd: ImagesCommand, settings: &Settings) -> anyhow::Result<u8> {
         match prepare(&runner, &images, options, &mut progress).await {
             Ok(done) => {
                 for image in done {
-                    println!("{}\t{}\t{}", image.runtime.as_str(), image.image, image.digest);
+                    println!(
+                        "{}\t{}\t{}",
+                        image.runtime.as_str(),
+                        image.image,
+                        image.digest
+                    );
                 }
                 Ok(EXIT_OK)
             }

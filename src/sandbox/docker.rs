@@ -85,8 +85,7 @@ impl DockerRunner {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| SandboxError::Connect(e.to_string()))?
             .with_timeout(CLIENT_TIMEOUT);
-        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await
-        {
+        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(SandboxError::Connect(e.to_string())),
             Err(_) => {
@@ -153,7 +152,11 @@ impl DockerRunner {
     async fn kill(&self, id: &str, signal: &str) {
         let options = KillContainerOptionsBuilder::new().signal(signal).build();
         // A container that already exited answers 409: nothing to do then.
-        if let Err(e) = call("kill container", self.docker.kill_container(id, Some(options))).await
+        if let Err(e) = call(
+            "kill container",
+            self.docker.kill_container(id, Some(options)),
+        )
+        .await
         {
             tracing::debug!(container = id, signal, error = %e, "kill");
         }
@@ -180,8 +183,11 @@ impl DockerRunner {
             .stderr(true)
             .logs(false)
             .build();
-        let AttachContainerResults { mut output, input } =
-            call("attach container", self.docker.attach_container(id, Some(options))).await?;
+        let AttachContainerResults { mut output, input } = call(
+            "attach container",
+            self.docker.attach_container(id, Some(options)),
+        )
+        .await?;
 
         call("start container", self.docker.start_container(id, None)).await?;
         let started = Instant::now();
@@ -268,7 +274,9 @@ impl DockerRunner {
             // Past the hard cap the run is stopped: a flood would otherwise keep the daemon
             // busy discarding bytes until the timeout.
             let total = stdout.seen.saturating_add(stderr.seen);
-            if total > limits.output_kill_bytes && matches!(phase, Phase::Running | Phase::Terminating) {
+            if total > limits.output_kill_bytes
+                && matches!(phase, Phase::Running | Phase::Terminating)
+            {
                 self.kill(id, "SIGKILL").await;
                 phase = Phase::Killed;
                 wake = Instant::now() + EXIT_TIMEOUT;
@@ -301,7 +309,10 @@ impl DockerRunner {
             && stderr.buf.starts_with(UNPACK_FAILED_MARKER.as_bytes())
         {
             return Err(SandboxError::Unpack(
-                String::from_utf8_lossy(&stderr.buf).chars().take(2000).collect(),
+                String::from_utf8_lossy(&stderr.buf)
+                    .chars()
+                    .take(2000)
+                    .collect(),
             ));
         }
 
@@ -399,7 +410,11 @@ impl Runner for DockerRunner {
             .all(true)
             .filters(&filters)
             .build();
-        let found = call("list containers", self.docker.list_containers(Some(options))).await?;
+        let found = call(
+            "list containers",
+            self.docker.list_containers(Some(options)),
+        )
+        .await?;
         let mut removed = 0;
         for c in found {
             let Some(id) = c.id else { continue };
@@ -486,7 +501,9 @@ impl Drop for ContainerGuard {
                     }
                 });
             }
-            Err(_) => tracing::warn!(container = %id, "drop guard outside a runtime: left for the reaper"),
+            Err(_) => {
+                tracing::warn!(container = %id, "drop guard outside a runtime: left for the reaper")
+            }
         }
     }
 }
@@ -496,7 +513,12 @@ async fn remove_container(docker: &Docker, id: &str) -> Result<(), SandboxError>
         .force(true)
         .v(true)
         .build();
-    match call("remove container", docker.remove_container(id, Some(options))).await {
+    match call(
+        "remove container",
+        docker.remove_container(id, Some(options)),
+    )
+    .await
+    {
         Ok(()) => Ok(()),
         // Already gone, or another remover is at it: either way it will not remain.
         Err(SandboxError::Docker { message, .. })
@@ -561,7 +583,10 @@ fn tree_footprint(entries: &[TreeEntry]) -> u64 {
 /// copy's tmpfs so `work_bytes` stays what the test itself may write.
 fn create_body(spec: &ContainerSpec, tree_bytes: u64) -> Result<ContainerCreateBody, SandboxError> {
     let l = &spec.limits;
-    let (uid, gid) = spec.user.split_once(':').unwrap_or((&spec.user, &spec.user));
+    let (uid, gid) = spec
+        .user
+        .split_once(':')
+        .unwrap_or((&spec.user, &spec.user));
     let to_i64 = |what: &str, v: u64| {
         i64::try_from(v).map_err(|_| SandboxError::Spec(format!("{what} is too large")))
     };
@@ -711,7 +736,11 @@ fn classify(e: std::io::Error, path: &Path) -> TarError {
 
 /// Writes the tree as a tar into `tx`. Entries carry fixed metadata (mtime 0, modes 0755 or
 /// 0644): the container sees the same tree whatever the host's clock and umask.
-fn write_tar(root: &Path, entries: &[TreeEntry], tx: mpsc::Sender<Vec<u8>>) -> Result<(), TarError> {
+fn write_tar(
+    root: &Path,
+    entries: &[TreeEntry],
+    tx: mpsc::Sender<Vec<u8>>,
+) -> Result<(), TarError> {
     use std::os::unix::fs::OpenOptionsExt;
 
     let mut builder = tar::Builder::new(ChannelWriter {
@@ -800,7 +829,10 @@ mod tests {
     fn references_split_into_repo_and_tag() {
         assert_eq!(split_reference("a/b:1"), ("a/b", "1"));
         assert_eq!(split_reference("busybox"), ("busybox", "latest"));
-        assert_eq!(split_reference("host:5000/a/b"), ("host:5000/a/b", "latest"));
+        assert_eq!(
+            split_reference("host:5000/a/b"),
+            ("host:5000/a/b", "latest")
+        );
         assert_eq!(split_reference("host:5000/a/b:2"), ("host:5000/a/b", "2"));
     }
 

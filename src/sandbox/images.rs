@@ -62,7 +62,11 @@ pub async fn prepare(
     for (runtime, image) in images {
         let how = ensure(runner, *runtime, image, options, progress).await?;
         let digest = runner.image_digest(image).await?;
-        progress(&format!("{}: {image} {} ({digest})", runtime.as_str(), how_word(how)));
+        progress(&format!(
+            "{}: {image} {} ({digest})",
+            runtime.as_str(),
+            how_word(how)
+        ));
         out.push(PreparedImage {
             runtime: *runtime,
             image: image.clone(),
@@ -97,7 +101,9 @@ async fn ensure(
         let mut pull_progress = |line: &str| progress(&format!("{name}: pull: {line}"));
         match runner.pull(image, &mut pull_progress).await {
             Ok(()) if runner.image_present(image).await? => return Ok(Prepared::Pulled),
-            Ok(()) => progress(&format!("{name}: pull finished but {image} is still missing")),
+            Ok(()) => progress(&format!(
+                "{name}: pull finished but {image} is still missing"
+            )),
             Err(e) => progress(&format!("{name}: pull failed ({e}); building locally")),
         }
     }

@@ -318,7 +318,10 @@ mod tests {
 
     fn labels() -> BTreeMap<String, String> {
         BTreeMap::from([
-            (super::super::LABEL_INSTANCE.to_string(), "inst-1".to_string()),
+            (
+                super::super::LABEL_INSTANCE.to_string(),
+                "inst-1".to_string(),
+            ),
             (super::super::LABEL_JOB.to_string(), "job-1".to_string()),
         ])
     }
@@ -327,12 +330,7 @@ mod tests {
     /// sandbox does shows up here and must be deliberate.
     #[test]
     fn golden_default_policy_python() {
-        let spec = spec_for(
-            &plan(Runtime::Python, None),
-            &Policy::default(),
-            labels(),
-        )
-        .unwrap();
+        let spec = spec_for(&plan(Runtime::Python, None), &Policy::default(), labels()).unwrap();
         let got = serde_json::to_value(&spec).unwrap();
         let want = serde_json::json!({
             "image": "skill-verifier/runner-python:1",
@@ -473,5 +471,19 @@ mod tests {
         assert_eq!(p.memory_bytes, Policy::default().memory_bytes);
         let round: Policy = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
         assert_eq!(round, p);
+    }
+
+    #[test]
+    fn images_map_reads_from_toml_by_runtime_name() {
+        use figment::providers::{Format, Serialized, Toml};
+        let p: Policy = figment::Figment::from(Serialized::defaults(Policy::default()))
+            .merge(Toml::string(
+                "images = { python = \"registry.example/py:3\" }\noci_runtime = \"runsc\"",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(p.images[&Runtime::Python], "registry.example/py:3");
+        assert_eq!(p.images[&Runtime::Shell], "skill-verifier/runner-shell:1");
+        assert_eq!(p.oci_runtime.as_deref(), Some("runsc"));
     }
 }

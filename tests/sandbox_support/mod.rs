@@ -29,7 +29,9 @@ pub async fn runner() -> Option<DockerRunner> {
             panic!("CI is set and the Docker engine is unreachable: {e}")
         }
         Err(e) => {
-            eprintln!("!!!!!!!! SKIPPING: Docker engine unreachable ({e}); set CI=1 to fail instead");
+            eprintln!(
+                "!!!!!!!! SKIPPING: Docker engine unreachable ({e}); set CI=1 to fail instead"
+            );
             None
         }
     }
@@ -111,17 +113,33 @@ pub async fn run_in(
 }
 
 /// Runs a shell command with the test policy over a minimal tree.
-pub async fn sh(runner: &DockerRunner, instance: &str, command: &str, timeout: Option<u64>) -> RunOutcome {
+pub async fn sh(
+    runner: &DockerRunner,
+    instance: &str,
+    command: &str,
+    timeout: Option<u64>,
+) -> RunOutcome {
     let t = tree(&[]);
-    run_in(runner, instance, Runtime::Shell, command, timeout, &policy(), t.path())
-        .await
-        .unwrap()
+    run_in(
+        runner,
+        instance,
+        Runtime::Shell,
+        command,
+        timeout,
+        &policy(),
+        t.path(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Asserts that no container with this instance label remains.
 pub async fn assert_no_leftovers(runner: &DockerRunner, instance: &str) {
     let left = runner.reap(instance).await.unwrap();
-    assert_eq!(left, 0, "{left} container(s) with label {instance} were left behind");
+    assert_eq!(
+        left, 0,
+        "{left} container(s) with label {instance} were left behind"
+    );
 }
 
 /// Text of a captured stream.
