@@ -59,6 +59,42 @@ async fn the_tree_is_copied_in_with_modes_and_output_is_hashed() {
     assert_no_leftovers(&r, &inst).await;
 }
 
+/// Paths past the 100 bytes of a plain tar header travel as GNU long names; every runner
+/// image's `tar` must unpack them.
+#[tokio::test]
+async fn long_paths_survive_the_copy_in_every_image() {
+    let Some(r) = runner().await else { return };
+    let inst = instance();
+    let long = format!("{}/{}/f.txt", "d".repeat(120), "e".repeat(150));
+    let t = tree(&[(long.as_str(), "deep\n", false)]);
+    for runtime in [Runtime::Shell, Runtime::Python, Runtime::Node] {
+        let out = run_in(&r, &inst, runtime, &format!("cat '{long}'"), Some(30), &policy(), t.path())
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{runtime:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "deep\n");
+    }
+    assert_no_leftovers(&r, &inst).await;
+}
+
+/// A tree far larger than any buffer on the way streams through intact.
+#[tokio::test]
+async fn a_large_tree_streams_in_intact() {
+    use sha2::Digest;
+    let Some(r) = runner().await else { return };
+    let inst = instance();
+    let t = tree(&[]);
+    let data: Vec<u8> = (0..40u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(t.path().join("blob.bin"), &data).unwrap();
+    let want = hex::encode(sha2::Sha256::digest(&data));
+    let out = run_in(&r, &inst, Runtime::Shell, "sha256sum blob.bin", Some(60), &policy(), t.path())
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{want}  blob.bin\n"));
+    assert_no_leftovers(&r, &inst).await;
+}
+
 #[tokio::test]
 async fn network_is_only_loopback() {
     let Some(r) = runner().await else { return };
