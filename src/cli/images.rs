@@ -1,18 +1,68 @@
-//! `skill-verifier images ...` (OWNER: issue3).
+//! `skill-verifier images ...`: make sure the configured runner images exist.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use crate::config::Settings;
+use crate::sandbox::images::{prepare, PrepareOptions};
+use crate::sandbox::DockerRunner;
+
+use super::{EXIT_ERROR, EXIT_OK};
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
-    /// Placeholder until issue3 lands.
-    Todo,
+    /// Ensure every configured runtime image exists: present -> done, else pull, else build
+    /// locally from Debian packages (needs root, a Debian mirror and the docker CLI).
+    Prepare(PrepareArgs),
+}
+
+/// Flags of `images prepare`.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Do not try a registry; build what is missing.
+    #[arg(long)]
+    pub no_pull: bool,
+    /// Rebuild every image even if present.
+    #[arg(long)]
+    pub rebuild: bool,
 }
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(cmd: ImagesCommand, settings: &Settings) -> anyhow::Result<u8> {
-    let _ = (cmd, settings);
-    anyhow::bail!("not built yet (issue3)")
+    let ImagesCommand::Prepare(args) = cmd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let images = settings.sandbox.images.clone();
+    runtime.block_on(async move {
+        let runner = match DockerRunner::connect().await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(EXIT_ERROR);
+            }
+        };
+        let options = PrepareOptions {
+            no_pull: args.no_pull,
+            force_build: args.rebuild,
+        };
+        let mut progress = |line: &str| eprintln!("images: {line}");
+        match prepare(&runner, &images, options, &mut progress).await {
+            Ok(done) => {
+                for image in done {
+                    println!(
+                        "{}\t{}\t{}",
+                        image.runtime.as_str(),
+                        image.image,
+                        image.digest
+                    );
+                }
+                Ok(EXIT_OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(EXIT_ERROR)
+            }
+        }
+    })
 }

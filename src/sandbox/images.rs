@@ -1,1 +1,158 @@
 //! Runner images: present, else pull, else build locally from Debian packages (`images/`).
+//!
+//! No registry is assumed. For each configured runtime image [`prepare`] checks the engine,
+//! tries a pull (which fails fast without a registry), and otherwise runs the recipe
+//! `images/build.sh` (embedded in the binary, so an installed `skill-verifier` needs no source
+//! checkout): busybox-static for `shell`, `debootstrap --variant=minbase` for `python` and
+//! `node`, turned into an image with `docker import`. Building needs root (debootstrap), a
+//! Debian mirror and the `docker` CLI, which honours `DOCKER_HOST` like the daemon does.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::package::Runtime;
+
+use super::{DockerRunner, ImageMap, Runner, SandboxError};
+
+/// The build recipe, embedded so the binary is self-contained.
+pub const BUILD_SCRIPT: &str = include_str!("../../images/build.sh");
+
+/// How an image came to be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// It was already there.
+    Present,
+    /// It was pulled from a registry.
+    Pulled,
+    /// It was built locally from Debian packages.
+    Built,
+}
+
+/// One image's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedImage {
+    /// The runtime it serves.
+    pub runtime: Runtime,
+    /// The image reference.
+    pub image: String,
+    /// How it got there.
+    pub how: Prepared,
+    /// Its content digest (image ID).
+    pub digest: String,
+}
+
+/// Options for [`prepare`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrepareOptions {
+    /// Do not try a registry; build what is missing.
+    pub no_pull: bool,
+    /// Rebuild even when present.
+    pub force_build: bool,
+}
+
+/// Ensures every image in `images` exists on the engine; `progress` receives one line per
+/// step. Stops at the first image that can be neither pulled nor built.
+pub async fn prepare(
+    runner: &DockerRunner,
+    images: &ImageMap,
+    options: PrepareOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Vec<PreparedImage>, SandboxError> {
+    let mut out = Vec::new();
+    for (runtime, image) in images {
+        let how = ensure(runner, *runtime, image, options, progress).await?;
+        let digest = runner.image_digest(image).await?;
+        progress(&format!(
+            "{}: {image} {} ({digest})",
+            runtime.as_str(),
+            how_word(how)
+        ));
+        out.push(PreparedImage {
+            runtime: *runtime,
+            image: image.clone(),
+            how,
+            digest,
+        });
+    }
+    Ok(out)
+}
+
+fn how_word(how: Prepared) -> &'static str {
+    match how {
+        Prepared::Present => "present",
+        Prepared::Pulled => "pulled",
+        Prepared::Built => "built",
+    }
+}
+
+async fn ensure(
+    runner: &DockerRunner,
+    runtime: Runtime,
+    image: &str,
+    options: PrepareOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Prepared, SandboxError> {
+    let name = runtime.as_str();
+    if !options.force_build && runner.image_present(image).await? {
+        return Ok(Prepared::Present);
+    }
+    if !options.no_pull && !options.force_build {
+        progress(&format!("{name}: {image} missing, trying to pull"));
+        let mut pull_progress = |line: &str| progress(&format!("{name}: pull: {line}"));
+        match runner.pull(image, &mut pull_progress).await {
+            Ok(()) if runner.image_present(image).await? => return Ok(Prepared::Pulled),
+            Ok(()) => progress(&format!(
+                "{name}: pull finished but {image} is still missing"
+            )),
+            Err(e) => progress(&format!("{name}: pull failed ({e}); building locally")),
+        }
+    }
+    progress(&format!(
+        "{name}: building {image} from Debian packages (this takes a few minutes)"
+    ));
+    build(runtime, image).await?;
+    if runner.image_present(image).await? {
+        Ok(Prepared::Built)
+    } else {
+        Err(SandboxError::Image {
+            image: image.to_string(),
+            message: "the build finished but the image is not on the engine".into(),
+        })
+    }
+}
+
+/// Runs the embedded recipe for `runtime`, tagging the result `image`. The script's own
+/// progress goes to this process's stderr.
+pub async fn build(runtime: Runtime, image: &str) -> Result<(), SandboxError> {
+    let err = |message: String| SandboxError::Image {
+        image: image.to_string(),
+        message,
+    };
+    let mut script = tempfile::Builder::new()
+        .prefix("skill-verifier-build-")
+        .suffix(".sh")
+        .tempfile()
+        .map_err(|e| err(format!("writing the build script: {e}")))?;
+    script
+        .write_all(BUILD_SCRIPT.as_bytes())
+        .and_then(|()| script.flush())
+        .map_err(|e| err(format!("writing the build script: {e}")))?;
+    let status = tokio::process::Command::new("sh")
+        .arg(script.path())
+        .arg(runtime.as_str())
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .await
+        .map_err(|e| err(format!("running sh: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "images/build.sh {} failed ({status}); see its output above",
+            runtime.as_str()
+        )))
+    }
+}

@@ -7,6 +7,13 @@
 //! - [`spec`]: [`ContainerSpec`] as plain data, a pure function of (test plan, policy).
 //! - [`docker`]: the only file that speaks to Docker (bollard).
 //! - [`images`]: runner images: present, else pull, else build locally.
+//!
+//! How one run goes (see [`docker`] for the details): the container is created from the
+//! [`ContainerSpec`] with a read-only root filesystem and two tmpfs mounts (`/work`, owned by
+//! the test user, and `/tmp`); the runner attaches to it before starting it, streams a tar of
+//! the validated tree into its stdin, which the image's own `tar` unpacks into `/work`; then
+//! the test runs with `sh -c` there. Output is counted and capped as it arrives, the
+//! wall-clock deadline is the daemon's own, and the container is always removed.
 
 pub mod docker;
 pub mod images;
@@ -85,6 +92,28 @@ pub enum SandboxError {
         /// Which operation failed (create container, start, wait, ...).
         operation: &'static str,
         /// The engine's message.
+        message: String,
+    },
+    /// A Docker API call did not answer within its deadline.
+    #[error("{operation}: no answer from the Docker engine within {secs} s")]
+    Timeout {
+        /// Which operation timed out.
+        operation: &'static str,
+        /// The deadline, in seconds.
+        secs: u64,
+    },
+    /// Reading the skill's tree on the host failed (or it changed under us).
+    #[error("reading the skill's tree: {0}")]
+    Tree(String),
+    /// The image's `tar` could not unpack the skill's tree inside the container.
+    #[error("unpacking the skill's tree in the container failed: {0}")]
+    Unpack(String),
+    /// Building or pulling a runner image failed.
+    #[error("preparing image {image}: {message}")]
+    Image {
+        /// The image reference.
+        image: String,
+        /// What went wrong.
         message: String,
     },
 }

@@ -1,4 +1,9 @@
 //! [`ContainerSpec`] as plain data: a pure function of (test plan, policy). No Docker here.
+//!
+//! The spec says everything about one run: the image for the runtime, the argv, the
+//! environment, the user, the labels and every limit. [`super::docker`] turns it into a
+//! Docker create request field by field and adds nothing of its own except the size of the
+//! skill's tree (which the working-copy tmpfs must hold on top of `work_bytes`).
 
 use std::collections::BTreeMap;
 
@@ -7,6 +12,25 @@ use serde::{Deserialize, Serialize};
 use crate::package::{Runtime, TestPlan};
 
 use super::{ImageMap, SandboxError};
+
+/// Where the skill's working copy lives inside the container (a tmpfs, the working directory).
+pub const WORKDIR: &str = "/work";
+
+/// Exit code of the unpack step when `tar` could not unpack the skill's tree.
+pub const UNPACK_FAILED_EXIT: i64 = 125;
+
+/// The line the unpack step prints on stderr when `tar` fails; the runner turns it into
+/// [`SandboxError::Unpack`](super::SandboxError::Unpack).
+pub const UNPACK_FAILED_MARKER: &str = "skill-verifier: unpacking the skill's files failed";
+
+/// The container's argv runs this script with `sh -c`: unpack the tar of the skill's tree
+/// that the runner streams into stdin, then replace itself with `sh -c <test>` in the skill
+/// root, stdin from `/dev/null`. The test command arrives as `$1`, never spliced into the
+/// script, so no quoting can go wrong.
+const UNPACK_AND_RUN: &str = concat!(
+    "tar -x -f - -C /work || { echo \"skill-verifier: unpacking the skill's files failed\" >&2; exit 125; }; ",
+    "cd /work && exec sh -c \"$1\" sh </dev/null"
+);
 
 /// Every limit applied to one run; recorded in the attestation's `environment.limits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,9 +45,32 @@ pub struct RunLimits {
     pub timeout_secs: u64,
     /// Output captured per stream.
     pub output_bytes: u64,
+    /// Total output (both streams) after which the container is killed.
+    pub output_kill_bytes: u64,
+    /// Writable bytes in the working copy beyond the skill's own files (tmpfs).
+    pub work_bytes: u64,
+    /// Size of the `/tmp` tmpfs.
+    pub tmp_bytes: u64,
+    /// Size of `/dev/shm`.
+    pub shm_bytes: u64,
+    /// `RLIMIT_NOFILE` (soft = hard).
+    pub nofile: u64,
+    /// `RLIMIT_FSIZE` in bytes (soft = hard): the largest file a process may write.
+    pub fsize_bytes: u64,
+    /// Engine-side logging driver (`none` by default: output reaches the daemon through the
+    /// attach stream only, and nothing is written to the engine's disk).
+    pub log_driver: String,
+    /// Engine-side log cap when the driver is `json-file` or `local` (`max-size`, one file).
+    pub log_bytes: u64,
+    /// Seconds between SIGTERM and SIGKILL when the timeout fires.
+    pub kill_grace_secs: u64,
+    /// Root filesystem mounted read-only.
+    pub read_only_rootfs: bool,
 }
 
 /// The sandbox policy: defaults and caps on what a skill may ask for.
+///
+/// Lives in the config as `[sandbox]`; every field is optional there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Policy {
@@ -31,7 +78,7 @@ pub struct Policy {
     pub images: ImageMap,
     /// Default timeout.
     pub timeout_secs: u64,
-    /// Largest timeout a skill may ask for.
+    /// Largest timeout a skill may ask for (larger requests are clamped to it).
     pub max_timeout_secs: u64,
     /// Memory limit (and memory+swap).
     pub memory_bytes: u64,
@@ -41,10 +88,39 @@ pub struct Policy {
     pub pids: i64,
     /// Output cap per stream.
     pub output_bytes: u64,
+    /// Total output after which the run is killed: past `output_bytes` the daemon only counts
+    /// and discards, and this bound stops a flood from running until the timeout.
+    pub output_kill_bytes: u64,
+    /// Writable space in the working copy beyond the skill's own files.
+    pub work_bytes: u64,
+    /// `/tmp` size.
+    pub tmp_bytes: u64,
+    /// `/dev/shm` size (Docker mounts one writable by everyone; keep it small).
+    pub shm_bytes: u64,
+    /// `RLIMIT_NOFILE`.
+    pub nofile: u64,
+    /// `RLIMIT_FSIZE` in bytes.
+    pub fsize_bytes: u64,
+    /// Engine-side logging driver. `none` (the default) keeps container output off the
+    /// engine's disk entirely and is much faster under a flood: `json-file` encodes every
+    /// line as JSON, about 1 MB/s for `yes`. `json-file`/`local` are capped at `log_bytes`.
+    pub log_driver: String,
+    /// Engine-side log cap per container (for `json-file`/`local`).
+    pub log_bytes: u64,
+    /// SIGTERM -> SIGKILL grace on timeout.
+    pub kill_grace_secs: u64,
+    /// Network mode; `none` is the only sane value for untrusted code.
+    pub network: String,
+    /// `uid:gid` the test runs as.
+    pub user: String,
+    /// An alternative OCI runtime registered with the engine (e.g. `runsc` for gVisor);
+    /// `None` uses the engine's default.
+    pub oci_runtime: Option<String>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
         let images = Runtime::ALL
             .iter()
             .map(|r| (*r, format!("skill-verifier/runner-{}:1", r.as_str())))
@@ -53,10 +129,27 @@ impl Default for Policy {
             images,
             timeout_secs: 60,
             max_timeout_secs: 600,
-            memory_bytes: 512 * 1024 * 1024,
+            memory_bytes: 512 * MIB,
             cpus: 1.0,
             pids: 128,
-            output_bytes: 1024 * 1024,
+            output_bytes: MIB,
+            output_kill_bytes: 16 * MIB,
+            // 128 + 120 + 8 = 256 MiB of writable space in total. All three are tmpfs, so
+            // every byte written is also charged to the container's memory limit, and
+            // nothing written ever reaches the host's disk.
+            work_bytes: 128 * MIB,
+            tmp_bytes: 120 * MIB,
+            shm_bytes: 8 * MIB,
+            nofile: 1024,
+            // As large as all writable space, so a big write ends in ENOSPC from the tmpfs
+            // (what a test can handle) before SIGXFSZ would kill the writer.
+            fsize_bytes: 256 * MIB,
+            log_driver: "none".into(),
+            log_bytes: MIB,
+            kill_grace_secs: 2,
+            network: "none".into(),
+            user: "65534:65534".into(),
+            oci_runtime: None,
         }
     }
 }
@@ -84,14 +177,313 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Every limit.
     pub limits: RunLimits,
+    /// Alternative OCI runtime, if any.
+    pub oci_runtime: Option<String>,
 }
 
 /// Derives the container spec for `plan` under `policy`.
+///
+/// The timeout is the plan's (`verify-timeout`) or the policy's default, clamped to
+/// `1..=max_timeout_secs`; everything else comes from the policy, never from the skill.
 pub fn spec_for(
     plan: &TestPlan,
     policy: &Policy,
     labels: BTreeMap<String, String>,
 ) -> Result<ContainerSpec, SandboxError> {
-    let _ = (plan, policy, labels);
-    todo!("issue 3")
+    let image = policy
+        .images
+        .get(&plan.runtime)
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| {
+            SandboxError::Spec(format!(
+                "no image configured for runtime {:?}",
+                plan.runtime.as_str()
+            ))
+        })?
+        .clone();
+    if plan.command.trim().is_empty() {
+        return Err(SandboxError::Spec("the test command is empty".into()));
+    }
+    // Docker passes argv through C strings: a NUL would be cut silently.
+    if plan.command.contains('\0') {
+        return Err(SandboxError::Spec(
+            "the test command contains a NUL byte".into(),
+        ));
+    }
+    check_policy(policy)?;
+
+    let max_timeout = policy.max_timeout_secs.max(1);
+    let timeout_secs = plan
+        .timeout_secs
+        .unwrap_or(policy.timeout_secs)
+        .clamp(1, max_timeout);
+
+    let limits = RunLimits {
+        memory_bytes: policy.memory_bytes,
+        cpus: policy.cpus,
+        pids: policy.pids,
+        timeout_secs,
+        output_bytes: policy.output_bytes,
+        output_kill_bytes: policy.output_kill_bytes.max(policy.output_bytes),
+        work_bytes: policy.work_bytes,
+        tmp_bytes: policy.tmp_bytes,
+        shm_bytes: policy.shm_bytes,
+        nofile: policy.nofile,
+        fsize_bytes: policy.fsize_bytes,
+        log_driver: policy.log_driver.clone(),
+        log_bytes: policy.log_bytes,
+        kill_grace_secs: policy.kill_grace_secs,
+        read_only_rootfs: true,
+    };
+
+    Ok(ContainerSpec {
+        image,
+        runtime: plan.runtime,
+        command: plan.command.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            UNPACK_AND_RUN.into(),
+            "skill-verifier".into(),
+            plan.command.clone(),
+        ],
+        env: vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            // The only writable places are /work and /tmp.
+            "HOME=/tmp".into(),
+            "TMPDIR=/tmp".into(),
+            "LANG=C.UTF-8".into(),
+            "CI=true".into(),
+        ],
+        user: policy.user.clone(),
+        workdir: WORKDIR.into(),
+        network: policy.network.clone(),
+        labels,
+        limits,
+        oci_runtime: policy.oci_runtime.clone(),
+    })
+}
+
+/// Refuses policies that would make the sandbox meaningless or that Docker would reject.
+fn check_policy(policy: &Policy) -> Result<(), SandboxError> {
+    let bad = |what: &str| Err(SandboxError::Spec(format!("policy: {what}")));
+    // Docker refuses memory limits under 6 MiB.
+    if policy.memory_bytes < 6 * 1024 * 1024 || policy.memory_bytes > i64::MAX as u64 {
+        return bad("memory_bytes must be at least 6 MiB");
+    }
+    if !(policy.cpus > 0.0 && policy.cpus <= 1024.0) {
+        return bad("cpus must be above 0");
+    }
+    if policy.pids < 8 {
+        return bad("pids must be at least 8");
+    }
+    if policy.output_bytes == 0 {
+        return bad("output_bytes must be above 0");
+    }
+    if policy.work_bytes == 0 || policy.tmp_bytes == 0 {
+        return bad("work_bytes and tmp_bytes must be above 0");
+    }
+    if policy.nofile < 16 || policy.fsize_bytes == 0 {
+        return bad("nofile must be at least 16 and fsize_bytes above 0");
+    }
+    if policy.user.is_empty()
+        || policy.user.starts_with("0:")
+        || policy.user == "0"
+        || policy.user.starts_with("root")
+    {
+        return bad("user must not be root");
+    }
+    if policy.log_driver.is_empty() {
+        return bad("log_driver must be set (`none` keeps logs off the engine's disk)");
+    }
+    if policy.network.is_empty() {
+        return bad("network must be set");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::TestSource;
+
+    fn plan(runtime: Runtime, timeout: Option<u64>) -> TestPlan {
+        TestPlan {
+            command: "python3 -m unittest -v".into(),
+            runtime,
+            timeout_secs: timeout,
+            source: TestSource::Declared,
+        }
+    }
+
+    fn labels() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                super::super::LABEL_INSTANCE.to_string(),
+                "inst-1".to_string(),
+            ),
+            (super::super::LABEL_JOB.to_string(), "job-1".to_string()),
+        ])
+    }
+
+    /// The whole spec for the default policy, pinned as JSON: any change to what the
+    /// sandbox does shows up here and must be deliberate.
+    #[test]
+    fn golden_default_policy_python() {
+        let spec = spec_for(&plan(Runtime::Python, None), &Policy::default(), labels()).unwrap();
+        let got = serde_json::to_value(&spec).unwrap();
+        let want = serde_json::json!({
+            "image": "skill-verifier/runner-python:1",
+            "runtime": "python",
+            "command": "python3 -m unittest -v",
+            "cmd": [
+                "sh", "-c",
+                "tar -x -f - -C /work || { echo \"skill-verifier: unpacking the skill's files failed\" >&2; exit 125; }; cd /work && exec sh -c \"$1\" sh </dev/null",
+                "skill-verifier",
+                "python3 -m unittest -v"
+            ],
+            "env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8", "CI=true"
+            ],
+            "user": "65534:65534",
+            "workdir": "/work",
+            "network": "none",
+            "labels": {
+                "dev.skill-verifier.instance": "inst-1",
+                "dev.skill-verifier.job": "job-1"
+            },
+            "limits": {
+                "memory_bytes": 536870912u64,
+                "cpus": 1.0,
+                "pids": 128,
+                "timeout_secs": 60,
+                "output_bytes": 1048576,
+                "output_kill_bytes": 16777216,
+                "work_bytes": 134217728u64,
+                "tmp_bytes": 125829120u64,
+                "shm_bytes": 8388608,
+                "nofile": 1024,
+                "fsize_bytes": 268435456u64,
+                "log_driver": "none",
+                "log_bytes": 1048576,
+                "kill_grace_secs": 2,
+                "read_only_rootfs": true
+            },
+            "oci_runtime": null
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn golden_images_per_runtime() {
+        let policy = Policy::default();
+        for (runtime, image) in [
+            (Runtime::Shell, "skill-verifier/runner-shell:1"),
+            (Runtime::Python, "skill-verifier/runner-python:1"),
+            (Runtime::Node, "skill-verifier/runner-node:1"),
+        ] {
+            let spec = spec_for(&plan(runtime, None), &policy, labels()).unwrap();
+            assert_eq!(spec.image, image);
+            assert_eq!(spec.runtime, runtime);
+        }
+    }
+
+    #[test]
+    fn timeout_is_the_skills_request_clamped_to_the_cap() {
+        let policy = Policy::default();
+        let t = |asked| {
+            spec_for(&plan(Runtime::Shell, asked), &policy, labels())
+                .unwrap()
+                .limits
+                .timeout_secs
+        };
+        assert_eq!(t(None), 60);
+        assert_eq!(t(Some(5)), 5);
+        assert_eq!(t(Some(600)), 600);
+        assert_eq!(t(Some(601)), 600);
+        assert_eq!(t(Some(u64::MAX)), 600);
+        assert_eq!(t(Some(0)), 1);
+    }
+
+    #[test]
+    fn the_command_is_an_argument_never_part_of_the_script() {
+        let mut p = plan(Runtime::Shell, None);
+        p.command = "echo '$1' \"; rm -rf /\" `id`".into();
+        let spec = spec_for(&p, &Policy::default(), labels()).unwrap();
+        assert_eq!(spec.cmd[2], UNPACK_AND_RUN);
+        assert_eq!(spec.cmd.last().unwrap(), &p.command);
+        assert_eq!(spec.command, p.command);
+    }
+
+    #[test]
+    fn policy_overrides_flow_into_the_spec() {
+        let policy = Policy {
+            memory_bytes: 64 * 1024 * 1024,
+            cpus: 0.5,
+            pids: 32,
+            oci_runtime: Some("runsc".into()),
+            ..Policy::default()
+        };
+        let spec = spec_for(&plan(Runtime::Node, Some(7)), &policy, labels()).unwrap();
+        assert_eq!(spec.limits.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(spec.limits.cpus, 0.5);
+        assert_eq!(spec.limits.pids, 32);
+        assert_eq!(spec.limits.timeout_secs, 7);
+        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
+    }
+
+    #[test]
+    fn refuses_what_cannot_run() {
+        let policy = Policy::default();
+        let mut empty = plan(Runtime::Shell, None);
+        empty.command = "  ".into();
+        assert!(matches!(
+            spec_for(&empty, &policy, labels()),
+            Err(SandboxError::Spec(_))
+        ));
+        let mut nul = plan(Runtime::Shell, None);
+        nul.command = "true\0false".into();
+        assert!(matches!(
+            spec_for(&nul, &policy, labels()),
+            Err(SandboxError::Spec(_))
+        ));
+        let mut no_image = policy.clone();
+        no_image.images.remove(&Runtime::Node);
+        assert!(matches!(
+            spec_for(&plan(Runtime::Node, None), &no_image, labels()),
+            Err(SandboxError::Spec(_))
+        ));
+        let root = Policy {
+            user: "0:0".into(),
+            ..Policy::default()
+        };
+        assert!(matches!(
+            spec_for(&plan(Runtime::Shell, None), &root, labels()),
+            Err(SandboxError::Spec(_))
+        ));
+    }
+
+    #[test]
+    fn policy_is_serde_friendly_with_partial_config() {
+        let p: Policy = serde_json::from_str(r#"{"timeout_secs": 9}"#).unwrap();
+        assert_eq!(p.timeout_secs, 9);
+        assert_eq!(p.memory_bytes, Policy::default().memory_bytes);
+        let round: Policy = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        assert_eq!(round, p);
+    }
+
+    #[test]
+    fn images_map_reads_from_toml_by_runtime_name() {
+        use figment::providers::{Format, Serialized, Toml};
+        let p: Policy = figment::Figment::from(Serialized::defaults(Policy::default()))
+            .merge(Toml::string(
+                "images = { python = \"registry.example/py:3\" }\noci_runtime = \"runsc\"",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(p.images[&Runtime::Python], "registry.example/py:3");
+        assert_eq!(p.images[&Runtime::Shell], "skill-verifier/runner-shell:1");
+        assert_eq!(p.oci_runtime.as_deref(), Some("runsc"));
+    }
 }

@@ -1,0 +1,98 @@
+#!/bin/sh
+# Builds skill-verifier runner images without a registry: a root filesystem from Debian
+# packages (busybox-static for `shell`, debootstrap --variant=minbase for `python` and
+# `node`), turned into an image with `docker import`.
+#
+#   images/build.sh RUNTIME IMAGE     e.g. images/build.sh python skill-verifier/runner-python:1
+#
+# Needs root (debootstrap), a Debian mirror (MIRROR, default deb.debian.org) and a Docker
+# engine reachable by the `docker` CLI. Installs debootstrap with apt-get when missing.
+# `skill-verifier images prepare` calls this script for every configured image that is
+# neither present nor pullable.
+set -eu
+
+runtime="${1:?usage: build.sh shell|python|node IMAGE}"
+image="${2:?usage: build.sh shell|python|node IMAGE}"
+suite="${SUITE:-bookworm}"
+mirror="${MIRROR:-http://deb.debian.org/debian}"
+
+log() { printf 'build.sh[%s]: %s\n' "$runtime" "$*" >&2; }
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/sv-image-XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+root="$work/rootfs"
+mkdir -p "$root"
+
+apt_ready() {
+    if [ ! -f "$work/.apt-updated" ]; then
+        log "apt-get update"
+        apt-get update -qq >&2
+        touch "$work/.apt-updated"
+    fi
+}
+
+# The parts every image shares: the sandbox user (65534, "nobody"), and the mount points the
+# runner puts tmpfs over (/tmp and the working copy /work). The runner starts containers with a
+# read-only root filesystem, so nothing else needs to be writable.
+finish_rootfs() {
+    mkdir -p "$root/etc" "$root/tmp" "$root/work"
+    chmod 1777 "$root/tmp"
+    if ! grep -q '^nobody:' "$root/etc/passwd" 2>/dev/null; then
+        echo 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin' >>"$root/etc/passwd"
+    fi
+    if ! grep -q '^nogroup:' "$root/etc/group" 2>/dev/null; then
+        echo 'nogroup:x:65534:' >>"$root/etc/group"
+    fi
+    grep -q '^root:' "$root/etc/passwd" || echo 'root:x:0:0:root:/root:/bin/sh' >>"$root/etc/passwd"
+    grep -q '^root:' "$root/etc/group" || echo 'root:x:0:' >>"$root/etc/group"
+}
+
+case "$runtime" in
+shell)
+    # busybox-static: one binary, no libc needed. Unpacked with dpkg-deb, not installed,
+    # so the host's own busybox package is left alone.
+    apt_ready
+    (cd "$work" && apt-get download -qq busybox-static >&2)
+    dpkg-deb -x "$work"/busybox-static_*.deb "$work/pkg"
+    mkdir -p "$root/bin" "$root/usr/bin" "$root/sbin" "$root/usr/sbin"
+    cp "$work/pkg/bin/busybox" "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [ "$applet" = busybox ] && continue
+        [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+    done
+    ;;
+python | node)
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        apt_ready
+        log "installing debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    fi
+    case "$runtime" in
+    python) include="python3,python3-pytest" ;;
+    node) include="nodejs" ;;
+    esac
+    log "debootstrap --variant=minbase $suite ($include)"
+    debootstrap --variant=minbase --include="$include" "$suite" "$root" "$mirror" >&2
+    # Trim what a test never needs: package caches, docs, man pages, locales.
+    rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+        "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*
+    find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'C.*' -exec rm -rf {} + 2>/dev/null || true
+    ;;
+*)
+    echo "unknown runtime: $runtime (want shell, python or node)" >&2
+    exit 2
+    ;;
+esac
+
+finish_rootfs
+
+log "docker import -> $image"
+tar --numeric-owner -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'WORKDIR /work' \
+    --change 'USER 65534:65534' \
+    --change 'CMD ["sh"]' \
+    --message "skill-verifier runner ($runtime, $suite)" \
+    - "$image" >&2
+log "done: $image"
