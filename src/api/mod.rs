@@ -213,7 +213,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/verify",
-            post(handlers::submit).layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit)),
+            // DefaultBodyLimit bounds the multipart parser; a raw body is counted while it
+            // streams (upload.rs), so both answer 413 in the API's error shape.
+            post(handlers::submit).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .route("/verify/{id}", get(handlers::get_job).delete(handlers::delete_job))
         .route("/verify/{id}/attestation", get(handlers::get_attestation))
@@ -255,6 +257,7 @@ pub struct Daemon {
     /// The scheduler.
     pub scheduler: Scheduler,
     settings: Settings,
+    workers: usize,
 }
 
 /// The daemon instance id: stable per data dir, so a restart on the same data dir reaps the
@@ -314,11 +317,18 @@ impl Daemon {
             settings.package.archive_bytes,
             keys,
         );
+        let workers = settings.workers();
         Ok(Self {
             state,
             scheduler,
             settings,
+            workers,
         })
+    }
+
+    /// Overrides the worker count (0: accept jobs but run none, for tests of the queue).
+    pub fn set_workers(&mut self, workers: usize) {
+        self.workers = workers;
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets running
@@ -328,9 +338,9 @@ impl Daemon {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let workers = self.scheduler.spawn_workers(self.settings.workers());
+        let workers = self.scheduler.spawn_workers(self.workers);
         let addr = listener.local_addr().ok();
-        tracing::info!(?addr, workers = self.settings.workers(), data_dir = %self.settings.data_dir().display(), "serving");
+        tracing::info!(?addr, workers = self.workers, data_dir = %self.settings.data_dir().display(), "serving");
         let result = axum::serve(listener, router(self.state.clone()))
             .with_graceful_shutdown(shutdown)
             .await

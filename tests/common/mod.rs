@@ -89,13 +89,31 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a daemon with `configure` applied to default settings and a fresh data dir.
     pub async fn start(runner: Arc<dyn Runner>, configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_with_workers(runner, configure, 2).await
+    }
+
+    /// Starts a daemon that accepts jobs but runs none (they stay queued).
+    pub async fn start_paused(
+        runner: Arc<dyn Runner>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::start_with_workers(runner, configure, 0).await
+    }
+
+    async fn start_with_workers(
+        runner: Arc<dyn Runner>,
+        configure: impl FnOnce(&mut Settings),
+        workers: usize,
+    ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::default();
-        settings.data_dir = Some(data_dir.path().to_path_buf());
-        settings.server.workers = 2;
+        let mut settings = Settings {
+            data_dir: Some(data_dir.path().to_path_buf()),
+            ..Settings::default()
+        };
         settings.server.shutdown_grace_secs = 5;
         configure(&mut settings);
-        let daemon = Daemon::open(settings, runner).await.unwrap();
+        let mut daemon = Daemon::open(settings, runner).await.unwrap();
+        daemon.set_workers(workers);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
