@@ -16,6 +16,7 @@
 //! 7. with an expected tree digest: the subject digest equals it.
 
 use ed25519_dalek::VerifyingKey;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::dsse::{DsseError, Envelope, PAYLOAD_TYPE_IN_TOTO};
@@ -211,7 +212,8 @@ pub fn verify_envelope(
             found: text_at("predicateType"),
         });
     }
-    let statement: Statement = serde_json::from_value(value.clone())
+    // Deserialize from a borrow: no copy of the payload tree.
+    let statement = Statement::deserialize(&value)
         .map_err(|e| VerifyError::MalformedStatement(e.to_string()))?;
     summary.push("statement: ok (in-toto Statement v1, skill-verifier verification v1)".into());
 
