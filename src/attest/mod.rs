@@ -299,15 +299,24 @@ mod tests {
     fn leaving_out_tee_leaves_valid_canonical_json_wherever_tee_sorts() {
         for (with, without) in [
             (r#"{"predicate":{"tee":1}}"#, r#"{"predicate":{}}"#),
-            (r#"{"predicate":{"a":1,"tee":2}}"#, r#"{"predicate":{"a":1}}"#),
-            (r#"{"predicate":{"tee":2,"z":1}}"#, r#"{"predicate":{"z":1}}"#),
+            (
+                r#"{"predicate":{"a":1,"tee":2}}"#,
+                r#"{"predicate":{"a":1}}"#,
+            ),
+            (
+                r#"{"predicate":{"tee":2,"z":1}}"#,
+                r#"{"predicate":{"z":1}}"#,
+            ),
             (
                 r#"{"a":{"tee":0},"predicate":{"a":1,"tee":2,"z":[3]},"z":null}"#,
                 r#"{"a":{"tee":0},"predicate":{"a":1,"z":[3]},"z":null}"#,
             ),
         ] {
             let v: Value = serde_json::from_str(with).unwrap();
-            assert_eq!(String::from_utf8(canonical_json_without_tee(&v)).unwrap(), without);
+            assert_eq!(
+                String::from_utf8(canonical_json_without_tee(&v)).unwrap(),
+                without
+            );
         }
     }
 

@@ -201,7 +201,13 @@ pub fn verify_envelope(
     // 3. From here on only the verified bytes are read.
     let value: Value =
         serde_json::from_slice(&payload).map_err(|e| VerifyError::PayloadNotJson(e.to_string()))?;
-    let text_at = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text_at = |k: &str| {
+        value
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     if text_at("_type") != STATEMENT_TYPE {
         return Err(VerifyError::WrongStatementType {
             found: text_at("_type"),
