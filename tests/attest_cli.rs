@@ -66,7 +66,10 @@ fn keygen_writes_a_0600_private_key_and_a_public_pem_and_never_overwrites() {
         .unwrap()
         .starts_with("-----BEGIN PUBLIC KEY-----"));
     let signer = Signer::load(&private).unwrap();
-    assert!(out.contains(&format!("key id:      {}", signer.key_id())), "{out}");
+    assert!(
+        out.contains(&format!("key id:      {}", signer.key_id())),
+        "{out}"
+    );
     // Nothing secret on the terminal.
     let pem = std::fs::read_to_string(&private).unwrap();
     let secret_line = pem.lines().nth(1).unwrap();
@@ -98,7 +101,10 @@ async fn verify_reports_valid_and_invalid_with_exit_codes() {
     assert!(out.contains("report_data binding: ok"), "{out}");
     assert!(out.contains("quote: SIMULATED"), "{out}");
     assert!(out.contains("package digest: not checked"), "{out}");
-    assert!(out.contains("hello-skill") && out.contains("Passed"), "{out}");
+    assert!(
+        out.contains("hello-skill") && out.contains("Passed"),
+        "{out}"
+    );
 
     // One signature byte flipped: invalid, with the reason.
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -110,7 +116,10 @@ async fn verify_reports_valid_and_invalid_with_exit_codes() {
     write_envelope(&bad, &tampered);
     let (code, out, _) = verify(&bad, &public, None);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("INVALID") && out.contains("bad signature"), "{out}");
+    assert!(
+        out.contains("INVALID") && out.contains("bad signature"),
+        "{out}"
+    );
 
     // Another verifier's key.
     let other = tmp.path().join("other");
@@ -185,7 +194,10 @@ async fn package_flag_checks_the_tree_digest() {
 
     let (code, out, err) = verify(&att, &public, Some(&skill));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("package digest: ok (tree sha256 {tree})")), "{out}");
+    assert!(
+        out.contains(&format!("package digest: ok (tree sha256 {tree})")),
+        "{out}"
+    );
 
     // The same skill as a tar archive has the same tree digest.
     let tar_path = tmp.path().join("hello-skill.tar");

@@ -124,10 +124,16 @@ async fn quotes_over_the_unix_socket_and_the_attestation_verifies() {
     let tee = dstack.quote(&rd).await.unwrap();
     assert_eq!(tee.provider, "dstack");
     assert_eq!(tee.report_data, hex::encode(rd));
-    assert_eq!(quote::tdx_report_data(&hex::decode(&tee.quote).unwrap()).unwrap(), rd);
+    assert_eq!(
+        quote::tdx_report_data(&hex::decode(&tee.quote).unwrap()).unwrap(),
+        rd
+    );
     let event_log = tee.extra["event_log"].as_str().unwrap();
     assert!(serde_json::from_str::<Vec<Value>>(event_log).is_ok());
-    assert!(tee.extra["vm_config"].as_str().unwrap().contains("os_image_hash"));
+    assert!(tee.extra["vm_config"]
+        .as_str()
+        .unwrap()
+        .contains("os_image_hash"));
     // The request was exactly {"report_data": "<128 hex chars>"}.
     assert_eq!(
         seen.lock().unwrap()[0],
@@ -176,9 +182,13 @@ async fn the_agents_error_shape_becomes_a_specific_error() {
         other => panic!("want Agent error, got {other:?}"),
     }
     // And the signing path surfaces it rather than signing without a quote.
-    let err = sign_statement(sample_statement(tree()), &Signer::generate(), &provider(&sock))
-        .await
-        .unwrap_err();
+    let err = sign_statement(
+        sample_statement(tree()),
+        &Signer::generate(),
+        &provider(&sock),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("HTTP 500"), "{err}");
 }
 
@@ -226,7 +236,10 @@ async fn a_silent_agent_hits_the_deadline() {
         .with_timeout(Duration::from_millis(300))
         .quote(&[1u8; 64])
         .await;
-    assert!(matches!(result, Err(QuoteError::Timeout { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(QuoteError::Timeout { .. })),
+        "{result:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -236,7 +249,10 @@ async fn a_missing_socket_is_a_transport_error() {
     let result = provider(&tmp.path().join("absent.sock"))
         .quote(&[1u8; 64])
         .await;
-    assert!(matches!(result, Err(QuoteError::Transport { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(QuoteError::Transport { .. })),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]

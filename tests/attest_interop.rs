@@ -74,7 +74,10 @@ async fn securesystemslib_verifies_ours_and_refuses_tampered_ones() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("signature: ok"), "{text}");
     assert!(text.contains(&signer.key_id()), "{text}");
-    assert!(text.contains("report_data: ok (quote provider simulated)"), "{text}");
+    assert!(
+        text.contains("report_data: ok (quote provider simulated)"),
+        "{text}"
+    );
 
     // One payload byte changed by hand (PASSED -> QASSED), signature kept.
     let b64 = base64::engine::general_purpose::STANDARD;

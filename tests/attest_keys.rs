@@ -34,7 +34,10 @@ fn load_or_create_makes_a_0600_key_and_reuses_it() {
     std::fs::remove_file(dir.join("signing.pub")).unwrap();
     let third = Signer::load_or_create(&dir).unwrap();
     assert_eq!(third.key_id(), first.key_id());
-    assert_eq!(std::fs::read_to_string(dir.join("signing.pub")).unwrap(), public);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("signing.pub")).unwrap(),
+        public
+    );
     // No temporary files left behind.
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -129,7 +132,9 @@ fn write_to_refuses_to_overwrite_a_key() {
         Err(KeyError::AlreadyExists { .. })
     ));
     assert_eq!(
-        Signer::load(&tmp.path().join("signing.key")).unwrap().key_id(),
+        Signer::load(&tmp.path().join("signing.key"))
+            .unwrap()
+            .key_id(),
         first.key_id()
     );
 }

@@ -191,7 +191,8 @@ async fn a_quote_from_another_statement_is_a_report_data_mismatch() {
     // statement.
     let mut value = payload_value(&env);
     let own_rd = value["predicate"]["tee"]["report_data"].clone();
-    value["predicate"]["tee"]["quote"] = payload_value(&other_env)["predicate"]["tee"]["quote"].clone();
+    value["predicate"]["tee"]["quote"] =
+        payload_value(&other_env)["predicate"]["tee"]["quote"].clone();
     value["predicate"]["tee"]["report_data"] = own_rd;
     let forged = resign(&value, &signer);
     assert!(matches!(
@@ -237,8 +238,6 @@ async fn wrong_types_are_refused_each_with_its_reason() {
     let env = signed(&signer).await;
     let key = signer.verifying_key();
 
-    let mut wrong_payload_type = env.clone();
-    wrong_payload_type.payload_type = "application/json".into();
     let payload = dsse::decode_base64(&env.payload).unwrap();
     let wrong_payload_type = Envelope::sign("application/json", &payload, &signer);
     assert!(matches!(
@@ -342,10 +341,8 @@ async fn a_provider_that_quotes_other_report_data_is_refused_at_signing() {
         async fn quote(
             &self,
             _: &[u8; 64],
-        ) -> Result<
-            skill_verifier::attest::statement::Tee,
-            skill_verifier::attest::quote::QuoteError,
-        > {
+        ) -> Result<skill_verifier::attest::statement::Tee, skill_verifier::attest::quote::QuoteError>
+        {
             NoQuoteProvider.quote(&[0u8; 64]).await
         }
     }

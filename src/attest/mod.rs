@@ -103,8 +103,32 @@ impl Statement {
 
 /// Canonical JSON bytes of `value` (see the module docs).
 pub fn canonical_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2048);
+    let mut out = Vec::with_capacity(4096);
     write_canonical(value, &mut out);
+    out
+}
+
+/// Canonical JSON of a statement value with `predicate.tee` left out, written without
+/// copying the value.
+fn canonical_json_without_tee(statement: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    match statement {
+        Value::Object(map) => write_object(map, &mut out, |key, value, out| {
+            write_string(key, out);
+            out.push(b':');
+            match value {
+                Value::Object(predicate) if key == "predicate" => {
+                    write_object(predicate, out, |k, v, out| {
+                        if k != "tee" {
+                            write_member(k, v, out);
+                        }
+                    })
+                }
+                other => write_canonical(other, out),
+            }
+        }),
+        other => write_canonical(other, &mut out),
+    }
     out
 }
 
@@ -124,40 +148,53 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            // Sort explicitly: serde_json's map order depends on its `preserve_order`
-            // feature, which any crate in the build could switch on.
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(k, out);
-                out.push(b':');
-                write_canonical(v, out);
-            }
-            out.push(b'}');
+        Value::Object(map) => write_object(map, out, write_member),
+    }
+}
+
+/// Writes `{...}` with the members in sorted key order; `member` writes one member (or
+/// nothing, to leave it out). Commas are fixed up afterwards so skipped members leave none.
+fn write_object(
+    map: &serde_json::Map<String, Value>,
+    out: &mut Vec<u8>,
+    mut member: impl FnMut(&str, &Value, &mut Vec<u8>),
+) {
+    // Sort explicitly: serde_json's map order depends on its `preserve_order` feature,
+    // which any crate in the build could switch on.
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in entries {
+        let before = out.len();
+        if !first {
+            out.push(b',');
+        }
+        let after_comma = out.len();
+        member(k, v, out);
+        if out.len() == after_comma {
+            out.truncate(before); // member skipped: drop its comma
+        } else {
+            first = false;
         }
     }
+    out.push(b'}');
+}
+
+/// `"key":value`.
+fn write_member(key: &str, value: &Value, out: &mut Vec<u8>) {
+    write_string(key, out);
+    out.push(b':');
+    write_canonical(value, out);
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
     serde_json::to_writer(&mut *out, s).expect("writing a string to a Vec cannot fail");
 }
 
-/// The statement as a JSON value with `predicate.tee` removed.
-fn without_tee(mut value: Value) -> Value {
-    if let Some(predicate) = value.get_mut("predicate").and_then(Value::as_object_mut) {
-        predicate.remove("tee");
-    }
-    value
-}
-
 /// SHA-256 of the canonical JSON of a statement value with `predicate.tee` removed.
 pub fn statement_digest_of_value(statement: &Value) -> [u8; 32] {
-    Sha256::digest(canonical_json(&without_tee(statement.clone()))).into()
+    Sha256::digest(canonical_json_without_tee(statement)).into()
 }
 
 /// [`report_data`] over a statement given as a JSON value (what a verifier has: the parsed
@@ -203,13 +240,21 @@ pub async fn sign_statement(
     }
     statement.predicate.verifier.id = signer.key_id();
     statement.predicate.tee = None;
-    let rd = report_data(&statement, &signer.verifying_key());
+    // One JSON value serves both the report_data hash and the payload.
+    let mut value = serde_json::to_value(&statement)?;
+    let rd = report_data_of_value(&value, &signer.verifying_key());
     let tee = quotes.quote(&rd).await?;
     if !tee.report_data.eq_ignore_ascii_case(&hex::encode(rd)) {
         return Err(AttestError::QuoteReportData);
     }
-    statement.predicate.tee = Some(tee);
-    let payload = canonical_json(&serde_json::to_value(&statement)?);
+    let tee = serde_json::to_value(&tee)?;
+    match value.get_mut("predicate").and_then(Value::as_object_mut) {
+        Some(predicate) => {
+            predicate.insert("tee".into(), tee);
+        }
+        None => unreachable!("a serialized Statement always has a predicate object"),
+    }
+    let payload = canonical_json(&value);
     Ok(Envelope::sign(dsse::PAYLOAD_TYPE_IN_TOTO, &payload, signer))
 }
 
@@ -248,6 +293,31 @@ mod tests {
             report_data_of_value(&base, &k1),
             report_data_of_value(&base, &k2)
         );
+    }
+
+    #[test]
+    fn leaving_out_tee_leaves_valid_canonical_json_wherever_tee_sorts() {
+        for (with, without) in [
+            (r#"{"predicate":{"tee":1}}"#, r#"{"predicate":{}}"#),
+            (
+                r#"{"predicate":{"a":1,"tee":2}}"#,
+                r#"{"predicate":{"a":1}}"#,
+            ),
+            (
+                r#"{"predicate":{"tee":2,"z":1}}"#,
+                r#"{"predicate":{"z":1}}"#,
+            ),
+            (
+                r#"{"a":{"tee":0},"predicate":{"a":1,"tee":2,"z":[3]},"z":null}"#,
+                r#"{"a":{"tee":0},"predicate":{"a":1,"z":[3]},"z":null}"#,
+            ),
+        ] {
+            let v: Value = serde_json::from_str(with).unwrap();
+            assert_eq!(
+                String::from_utf8(canonical_json_without_tee(&v)).unwrap(),
+                without
+            );
+        }
     }
 
     #[test]

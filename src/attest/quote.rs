@@ -164,7 +164,9 @@ pub trait QuoteProvider: Send + Sync {
 /// Builds the configured provider.
 pub fn from_settings(settings: &AttestSettings) -> Result<Arc<dyn QuoteProvider>, QuoteError> {
     Ok(match settings.quote_provider {
-        QuoteProviderKind::Simulated => Arc::new(SimulatedQuoteProvider::for_this_binary(settings)?),
+        QuoteProviderKind::Simulated => {
+            Arc::new(SimulatedQuoteProvider::for_this_binary(settings)?)
+        }
         QuoteProviderKind::Dstack => {
             let endpoint = DstackEndpoint::resolve(settings.dstack_endpoint.as_deref())?;
             Arc::new(DstackQuoteProvider::new(endpoint))

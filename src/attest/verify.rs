@@ -16,6 +16,7 @@
 //! 7. with an expected tree digest: the subject digest equals it.
 
 use ed25519_dalek::VerifyingKey;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::dsse::{DsseError, Envelope, PAYLOAD_TYPE_IN_TOTO};
@@ -200,7 +201,13 @@ pub fn verify_envelope(
     // 3. From here on only the verified bytes are read.
     let value: Value =
         serde_json::from_slice(&payload).map_err(|e| VerifyError::PayloadNotJson(e.to_string()))?;
-    let text_at = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text_at = |k: &str| {
+        value
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     if text_at("_type") != STATEMENT_TYPE {
         return Err(VerifyError::WrongStatementType {
             found: text_at("_type"),
@@ -211,7 +218,8 @@ pub fn verify_envelope(
             found: text_at("predicateType"),
         });
     }
-    let statement: Statement = serde_json::from_value(value.clone())
+    // Deserialize from a borrow: no copy of the payload tree.
+    let statement = Statement::deserialize(&value)
         .map_err(|e| VerifyError::MalformedStatement(e.to_string()))?;
     summary.push("statement: ok (in-toto Statement v1, skill-verifier verification v1)".into());
 

@@ -84,11 +84,7 @@ fn verify(file: &Path, key: &Path, package: Option<&Path>, settings: &Settings) 
             }
             println!(
                 "  skill: {} (tree sha256 {}), result {:?}, job {} attempt {}",
-                p.package.name,
-                p.package.tree_sha256,
-                p.result.status,
-                p.job.id,
-                p.job.attempt
+                p.package.name, p.package.tree_sha256, p.result.status, p.job.id, p.job.attempt
             );
             EXIT_OK
         }

@@ -1,0 +1,137 @@
+//! Benchmarks of the attest stage: sign + serialize one attestation, and verify one.
+//! Targets: sign ≤ 50 µs, verify ≤ 100 µs. Baselines in the same run: one bare Ed25519 sign
+//! and one strict verify over a payload of the same size.
+//!
+//! Run: `cargo bench --bench attest`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use ed25519_dalek::Verifier as _;
+use skill_verifier::attest::dsse::pae;
+use skill_verifier::attest::keys::Signer;
+use skill_verifier::attest::quote::{
+    NoQuoteProvider, QuoteProvider, SimulatedMeasurements, SimulatedQuoteProvider,
+};
+use skill_verifier::attest::sign_statement;
+use skill_verifier::attest::statement::*;
+use skill_verifier::attest::verify::verify_envelope;
+use skill_verifier::digest::Sha256Digest;
+
+fn statement() -> Statement {
+    let limits = serde_json::from_value(serde_json::json!({
+        "memory_bytes": 536870912u64, "cpus": 1.0, "pids": 128,
+        "timeout_secs": 60, "output_bytes": 1048576
+    }))
+    .unwrap();
+    Statement::new(Predicate {
+        verifier: VerifierInfo {
+            id: String::new(),
+            version: "0.1.0".into(),
+        },
+        job: JobInfo {
+            id: "6f1c1f52-33c4-4d3c-9a40-0d6f5b0f4b11".into(),
+            attempt: 1,
+            started_at: "2026-11-23T12:00:00Z".into(),
+            finished_at: "2026-11-23T12:00:03Z".into(),
+        },
+        package: PackageInfo {
+            name: "hello-skill".into(),
+            tree_sha256: Sha256Digest::of(b"tree"),
+            archive_sha256: Some(Sha256Digest::of(b"archive")),
+            files: 12,
+            bytes: 40_000,
+        },
+        environment: Environment {
+            image: "skill-verifier/runner-python:1".into(),
+            image_digest: format!("sha256:{}", Sha256Digest::of(b"image")),
+            runtime: "python".into(),
+            network: "none".into(),
+            limits,
+        },
+        test: TestInfo {
+            command: "python -m pytest -q".into(),
+            source: "declared".into(),
+        },
+        result: ResultInfo {
+            status: Status::Passed,
+            exit_code: 0,
+            duration_ms: 2950,
+            timed_out: false,
+            oom_killed: false,
+            output_truncated: false,
+            stdout_sha256: Sha256Digest::of(b"out"),
+            stderr_sha256: Sha256Digest::of(b""),
+            // A realistic bounded excerpt: 1 KiB of test output.
+            stdout_excerpt: "test_hello.py::test_greets PASSED\n".repeat(30),
+            stderr_excerpt: String::new(),
+        },
+        findings: vec![],
+        tee: None,
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let signer = Signer::generate();
+    let key = signer.verifying_key();
+    let simulated = SimulatedQuoteProvider::new(SimulatedMeasurements::of(b"bin", b"cfg"));
+    let st = statement();
+
+    let sign = |quotes: &dyn QuoteProvider| {
+        let env = rt
+            .block_on(sign_statement(st.clone(), &signer, quotes))
+            .unwrap();
+        serde_json::to_vec(&env).unwrap()
+    };
+    let env_sim = rt
+        .block_on(sign_statement(st.clone(), &signer, &simulated))
+        .unwrap();
+    let env_none = rt
+        .block_on(sign_statement(st.clone(), &signer, &NoQuoteProvider))
+        .unwrap();
+    let payload_len = skill_verifier::attest::dsse::decode_base64(&env_sim.payload)
+        .unwrap()
+        .len();
+    eprintln!("payload: {payload_len} bytes");
+
+    let mut g = c.benchmark_group("attest");
+    g.bench_function("baseline: ed25519 sign (PAE of same size)", |b| {
+        let msg = pae("application/vnd.in-toto+json", &vec![b'x'; payload_len]);
+        b.iter(|| signer.sign(black_box(&msg)))
+    });
+    g.bench_function("baseline: ed25519 verify_strict (same size)", |b| {
+        let msg = pae("application/vnd.in-toto+json", &vec![b'x'; payload_len]);
+        let sig = signer.sign(&msg);
+        b.iter(|| key.verify_strict(black_box(&msg), &sig).unwrap())
+    });
+    g.bench_function("baseline: ed25519 verify (non-strict)", |b| {
+        let msg = pae("application/vnd.in-toto+json", &vec![b'x'; payload_len]);
+        let sig = signer.sign(&msg);
+        b.iter(|| key.verify(black_box(&msg), &sig).unwrap())
+    });
+    g.bench_function("sign+serialize, quote none", |b| {
+        b.iter(|| sign(&NoQuoteProvider))
+    });
+    g.bench_function("sign+serialize, simulated quote included", |b| {
+        b.iter(|| sign(&simulated))
+    });
+    g.bench_function("parse+verify, quote none", |b| {
+        let bytes = serde_json::to_vec(&env_none).unwrap();
+        b.iter(|| {
+            let env = serde_json::from_slice(black_box(&bytes)).unwrap();
+            verify_envelope(&env, &key, None).unwrap()
+        })
+    });
+    g.bench_function("parse+verify, simulated quote included", |b| {
+        let bytes = serde_json::to_vec(&env_sim).unwrap();
+        b.iter(|| {
+            let env = serde_json::from_slice(black_box(&bytes)).unwrap();
+            verify_envelope(&env, &key, None).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(attest, benches);
+criterion_main!(attest);
