@@ -24,7 +24,11 @@ async fn error_code(resp: reqwest::Response) -> (u16, String) {
 
 /// POSTs `chunks` chunks of `size` bytes with chunked encoding and no Content-Length, ignoring
 /// write errors once the server has answered; returns (status, body text).
-async fn raw_chunked_upload(addr: std::net::SocketAddr, chunks: usize, size: usize) -> (u16, String) {
+async fn raw_chunked_upload(
+    addr: std::net::SocketAddr,
+    chunks: usize,
+    size: usize,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(

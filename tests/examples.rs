@@ -19,7 +19,9 @@ const EXAMPLES: &[(&str, i32, &str)] = &[
 ];
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 fn bin() -> Command {
@@ -67,11 +69,19 @@ async fn verify_gives_the_documented_verdicts_and_attestations_verify_offline() 
             .arg(&data)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(*code), "verify {name}: {}", show(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "verify {name}: {}",
+            show(&out)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(status), "verdict line for {name}: {stderr}");
         let statement = statement_of(&std::fs::read(&out_file).unwrap());
-        assert_eq!(statement["predicate"]["result"]["status"], *status, "{name}");
+        assert_eq!(
+            statement["predicate"]["result"]["status"], *status,
+            "{name}"
+        );
         if *status == "WARNED" {
             assert_eq!(statement["predicate"]["test"]["source"], "smoke");
         }
@@ -91,9 +101,18 @@ async fn verify_gives_the_documented_verdicts_and_attestations_verify_offline() 
             .arg(example(name))
             .output()
             .unwrap();
-        assert_eq!(check.status.code(), Some(0), "attestation verify {name}: {}", show(&check));
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "attestation verify {name}: {}",
+            show(&check)
+        );
         // The same attestation against another example's tree is refused.
-        let other = if *name == "hello-world" { "failing-test" } else { "hello-world" };
+        let other = if *name == "hello-world" {
+            "failing-test"
+        } else {
+            "hello-world"
+        };
         let wrong = bin()
             .args(["attestation", "verify"])
             .arg(&out_file)
@@ -103,13 +122,20 @@ async fn verify_gives_the_documented_verdicts_and_attestations_verify_offline() 
             .arg(example(other))
             .output()
             .unwrap();
-        assert_eq!(wrong.status.code(), Some(1), "wrong package {name}: {}", show(&wrong));
+        assert_eq!(
+            wrong.status.code(),
+            Some(1),
+            "wrong package {name}: {}",
+            show(&wrong)
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_wait_gives_the_documented_exit_codes() {
-    let Some(docker) = common::docker().await else { return };
+    let Some(docker) = common::docker().await else {
+        return;
+    };
     let server = common::TestServer::start(docker, |_| {}).await;
     let url = server.url.clone();
     let tmp = tempfile::tempdir().unwrap();
@@ -126,9 +152,17 @@ async fn submit_wait_gives_the_documented_exit_codes() {
     }
     for (name, code, status, out_file, child) in children {
         let out = child.await.unwrap();
-        assert_eq!(out.status.code(), Some(*code), "submit {name}: {}", show(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "submit {name}: {}",
+            show(&out)
+        );
         let statement = statement_of(&std::fs::read(&out_file).unwrap());
-        assert_eq!(statement["predicate"]["result"]["status"], *status, "{name}");
+        assert_eq!(
+            statement["predicate"]["result"]["status"], *status,
+            "{name}"
+        );
     }
     // An invalid package exits 2 without creating a job.
     let bad = tmp.path().join("bad.tgz");

@@ -13,12 +13,20 @@ use skill_verifier::digest::Sha256Digest;
 
 /// A statement as the daemon would build it (verifier id and tee unset).
 pub fn sample_statement(tree: Sha256Digest) -> Statement {
-    // Limits from JSON so that fields added to RunLimits with defaults do not break us.
-    let limits = serde_json::from_value(serde_json::json!({
-        "memory_bytes": 536870912u64, "cpus": 1.5, "pids": 128,
-        "timeout_secs": 60, "output_bytes": 1048576
-    }))
-    .expect("RunLimits from JSON");
+    // The limits the default policy really applies to a declared shell test.
+    let plan = skill_verifier::package::TestPlan {
+        command: "true".into(),
+        runtime: skill_verifier::package::Runtime::Shell,
+        timeout_secs: None,
+        source: skill_verifier::package::TestSource::Declared,
+    };
+    let limits = skill_verifier::sandbox::spec_for(
+        &plan,
+        &skill_verifier::sandbox::Policy::default(),
+        Default::default(),
+    )
+    .expect("the default policy yields a spec")
+    .limits;
     Statement::new(Predicate {
         verifier: VerifierInfo {
             id: String::new(),
