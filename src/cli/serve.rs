@@ -57,7 +57,26 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
 /// Makes sure every configured runner image exists; a failure is logged, not fatal (the
 /// daemon still serves, `/health` and job errors say what is missing).
 async fn prepare_images(runner: &DockerRunner, settings: &Settings) {
-    let _ = (runner, settings);
+    use crate::sandbox::images::{prepare, PrepareOptions};
+    let mut progress = |line: &str| tracing::info!("images: {line}");
+    match prepare(
+        runner,
+        &settings.sandbox.images,
+        PrepareOptions::default(),
+        &mut progress,
+    )
+    .await
+    {
+        Ok(done) => {
+            for image in done {
+                tracing::info!(runtime = image.runtime.as_str(), image = %image.image, digest = %image.digest, "runner image ready");
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "runner images are not ready; jobs needing them will fail until `skill-verifier images prepare` succeeds"
+        ),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
