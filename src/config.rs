@@ -51,8 +51,6 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Grace period on SIGTERM for running jobs, in seconds.
     pub shutdown_grace_secs: u64,
-    /// Containers to keep created ahead of demand per runtime (0 disables).
-    pub warm_containers: usize,
 }
 
 impl Default for ServerSettings {
@@ -66,7 +64,6 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             request_timeout_secs: 120,
             shutdown_grace_secs: 30,
-            warm_containers: 0,
         }
     }
 }
@@ -83,7 +80,6 @@ impl fmt::Debug for ServerSettings {
             .field("cors_origins", &self.cors_origins)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("warm_containers", &self.warm_containers)
             .finish()
     }
 }

@@ -525,6 +525,13 @@ impl Scheduler {
 
         let _ = inner
             .store
+            .set_phase(job.id, job.attempt, Phase::Preparing)
+            .await;
+        // Derive the spec before the phase says "running", so a policy refusal shows up as
+        // an error of the preparing phase.
+        inner.verifier.spec(&package, attempt)?;
+        let _ = inner
+            .store
             .set_phase(job.id, job.attempt, Phase::Running)
             .await;
         let clock = Instant::now();

@@ -359,3 +359,60 @@ pub fn build_statement(ran: &Ran, verifier_id: &str) -> Statement {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Policy;
+
+    fn outcome(exit_code: i64, timed_out: bool, oom_killed: bool) -> RunOutcome {
+        let plan = crate::package::TestPlan {
+            command: "true".into(),
+            runtime: crate::package::Runtime::Shell,
+            timeout_secs: None,
+            source: TestSource::Declared,
+        };
+        let spec = spec_for(&plan, &Policy::default(), BTreeMap::new()).unwrap();
+        RunOutcome {
+            exit_code,
+            duration_ms: 5,
+            timed_out,
+            oom_killed,
+            output_truncated: false,
+            cancelled: false,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_sha256: crate::digest::Sha256Digest::of(b""),
+            stderr_sha256: crate::digest::Sha256Digest::of(b""),
+            image: spec.image.clone(),
+            image_digest: "sha256:00".into(),
+            limits: spec.limits,
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_exit_code_timeout_oom_and_source() {
+        use TestSource::*;
+        assert_eq!(verdict(&outcome(0, false, false), Declared), Status::Passed);
+        assert_eq!(verdict(&outcome(0, false, false), Detected), Status::Passed);
+        assert_eq!(verdict(&outcome(0, false, false), Smoke), Status::Warned);
+        assert_eq!(verdict(&outcome(1, false, false), Declared), Status::Failed);
+        assert_eq!(verdict(&outcome(1, false, false), Smoke), Status::Failed);
+        assert_eq!(
+            verdict(&outcome(137, true, false), Declared),
+            Status::Failed
+        );
+        // An OOM kill fails even if the init process reported 0.
+        assert_eq!(verdict(&outcome(0, false, true), Declared), Status::Failed);
+        assert_eq!(verdict(&outcome(0, true, false), Declared), Status::Failed);
+    }
+
+    #[test]
+    fn excerpts_keep_the_tail_and_survive_invalid_utf8() {
+        let mut bytes = vec![b'a'; EXCERPT_BYTES + 10];
+        bytes.extend_from_slice(&[0xff, b'z']);
+        let ex = tail_excerpt(&bytes);
+        assert!(ex.ends_with("\u{fffd}z"));
+        assert!(ex.len() <= EXCERPT_BYTES + 2);
+    }
+}
