@@ -68,9 +68,17 @@ async fn long_paths_survive_the_copy_in_every_image() {
     let long = format!("{}/{}/f.txt", "d".repeat(120), "e".repeat(150));
     let t = tree(&[(long.as_str(), "deep\n", false)]);
     for runtime in [Runtime::Shell, Runtime::Python, Runtime::Node] {
-        let out = run_in(&r, &inst, runtime, &format!("cat '{long}'"), Some(30), &policy(), t.path())
-            .await
-            .unwrap();
+        let out = run_in(
+            &r,
+            &inst,
+            runtime,
+            &format!("cat '{long}'"),
+            Some(30),
+            &policy(),
+            t.path(),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit_code, 0, "{runtime:?}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "deep\n");
     }
@@ -84,12 +92,22 @@ async fn a_large_tree_streams_in_intact() {
     let Some(r) = runner().await else { return };
     let inst = instance();
     let t = tree(&[]);
-    let data: Vec<u8> = (0..40u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..40u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(t.path().join("blob.bin"), &data).unwrap();
     let want = hex::encode(sha2::Sha256::digest(&data));
-    let out = run_in(&r, &inst, Runtime::Shell, "sha256sum blob.bin", Some(60), &policy(), t.path())
-        .await
-        .unwrap();
+    let out = run_in(
+        &r,
+        &inst,
+        Runtime::Shell,
+        "sha256sum blob.bin",
+        Some(60),
+        &policy(),
+        t.path(),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.exit_code, 0, "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), format!("{want}  blob.bin\n"));
     assert_no_leftovers(&r, &inst).await;

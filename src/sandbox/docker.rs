@@ -54,6 +54,8 @@ use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE};
 
 /// Deadline for one ordinary API call (create, start, inspect, remove, ...).
 const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for a health probe: `/health` must answer promptly even when the engine hangs.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline for connecting and negotiating the API version.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the container may take to go away after SIGKILL before we call the engine stuck.
@@ -398,7 +400,9 @@ impl Runner for DockerRunner {
     }
 
     async fn ping(&self) -> Result<(), SandboxError> {
-        call("ping", self.docker.ping()).await.map(|_| ())
+        call_within("ping", PING_TIMEOUT, self.docker.ping())
+            .await
+            .map(|_| ())
     }
 
     async fn reap(&self, instance: &str) -> Result<usize, SandboxError> {
@@ -535,12 +539,21 @@ async fn call<T>(
     operation: &'static str,
     fut: impl Future<Output = Result<T, BollardError>>,
 ) -> Result<T, SandboxError> {
-    match tokio::time::timeout(API_TIMEOUT, fut).await {
+    call_within(operation, API_TIMEOUT, fut).await
+}
+
+/// Runs one API call under `deadline`, mapping bollard's error to ours.
+async fn call_within<T>(
+    operation: &'static str,
+    deadline: Duration,
+    fut: impl Future<Output = Result<T, BollardError>>,
+) -> Result<T, SandboxError> {
+    match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(docker_error(operation, e)),
         Err(_) => Err(SandboxError::Timeout {
             operation,
-            secs: API_TIMEOUT.as_secs(),
+            secs: deadline.as_secs(),
         }),
     }
 }
