@@ -50,7 +50,7 @@ use crate::digest::Sha256Digest;
 use crate::package::{tree_entries, EntryKind, TreeEntry};
 
 use super::spec::{UNPACK_FAILED_EXIT, UNPACK_FAILED_MARKER};
-use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE};
+use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE, LABEL_JOB};
 
 /// Deadline for one ordinary API call (create, start, inspect, remove, ...).
 const API_TIMEOUT: Duration = Duration::from_secs(60);
@@ -338,7 +338,10 @@ impl DockerRunner {
 
 #[async_trait]
 impl Runner for DockerRunner {
-    #[tracing::instrument(skip_all, fields(image = %spec.image))]
+    #[tracing::instrument(skip_all, fields(
+        image = %spec.image,
+        job_id = spec.labels.get(LABEL_JOB).map(String::as_str).unwrap_or("-"),
+    ))]
     async fn run(
         &self,
         spec: &ContainerSpec,
