@@ -199,7 +199,9 @@ impl DockerRunner {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
         let root = tree.to_path_buf();
         let producer = tokio::task::spawn_blocking(move || write_tar(&root, &entries, tx));
-        let feeder = tokio::spawn(feed(rx, input));
+        // Aborted when this function returns, on every path: an early error must not leave
+        // it writing into a connection nobody reads.
+        let feeder = AbortOnDrop(tokio::spawn(feed(rx, input)));
 
         // Waiting for the exit runs alongside reading output: a test that closes its stdout
         // and keeps running must still meet the deadline.
@@ -288,7 +290,7 @@ impl DockerRunner {
 
         // Stop feeding (dropping the receiver ends the producer), then see whether the
         // producer failed on our side: an unreadable tree is our error, not the test's.
-        feeder.abort();
+        drop(feeder);
         match producer.await {
             Ok(Ok(())) | Ok(Err(TarError::SinkClosed)) => {}
             Ok(Err(TarError::Tree(msg))) => return Err(SandboxError::Tree(msg)),
@@ -431,6 +433,15 @@ impl Runner for DockerRunner {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
