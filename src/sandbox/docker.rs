@@ -50,10 +50,12 @@ use crate::digest::Sha256Digest;
 use crate::package::{tree_entries, EntryKind, TreeEntry};
 
 use super::spec::{UNPACK_FAILED_EXIT, UNPACK_FAILED_MARKER};
-use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE};
+use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE, LABEL_JOB};
 
 /// Deadline for one ordinary API call (create, start, inspect, remove, ...).
 const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for a health probe: `/health` must answer promptly even when the engine hangs.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline for connecting and negotiating the API version.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the container may take to go away after SIGKILL before we call the engine stuck.
@@ -197,7 +199,9 @@ impl DockerRunner {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
         let root = tree.to_path_buf();
         let producer = tokio::task::spawn_blocking(move || write_tar(&root, &entries, tx));
-        let feeder = tokio::spawn(feed(rx, input));
+        // Aborted when this function returns, on every path: an early error must not leave
+        // it writing into a connection nobody reads.
+        let feeder = AbortOnDrop(tokio::spawn(feed(rx, input)));
 
         // Waiting for the exit runs alongside reading output: a test that closes its stdout
         // and keeps running must still meet the deadline.
@@ -286,7 +290,7 @@ impl DockerRunner {
 
         // Stop feeding (dropping the receiver ends the producer), then see whether the
         // producer failed on our side: an unreadable tree is our error, not the test's.
-        feeder.abort();
+        drop(feeder);
         match producer.await {
             Ok(Ok(())) | Ok(Err(TarError::SinkClosed)) => {}
             Ok(Err(TarError::Tree(msg))) => return Err(SandboxError::Tree(msg)),
@@ -336,7 +340,10 @@ impl DockerRunner {
 
 #[async_trait]
 impl Runner for DockerRunner {
-    #[tracing::instrument(skip_all, fields(image = %spec.image))]
+    #[tracing::instrument(skip_all, fields(
+        image = %spec.image,
+        job_id = spec.labels.get(LABEL_JOB).map(String::as_str).unwrap_or("-"),
+    ))]
     async fn run(
         &self,
         spec: &ContainerSpec,
@@ -398,7 +405,9 @@ impl Runner for DockerRunner {
     }
 
     async fn ping(&self) -> Result<(), SandboxError> {
-        call("ping", self.docker.ping()).await.map(|_| ())
+        call_within("ping", PING_TIMEOUT, self.docker.ping())
+            .await
+            .map(|_| ())
     }
 
     async fn reap(&self, instance: &str) -> Result<usize, SandboxError> {
@@ -424,6 +433,15 @@ impl Runner for DockerRunner {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -535,12 +553,21 @@ async fn call<T>(
     operation: &'static str,
     fut: impl Future<Output = Result<T, BollardError>>,
 ) -> Result<T, SandboxError> {
-    match tokio::time::timeout(API_TIMEOUT, fut).await {
+    call_within(operation, API_TIMEOUT, fut).await
+}
+
+/// Runs one API call under `deadline`, mapping bollard's error to ours.
+async fn call_within<T>(
+    operation: &'static str,
+    deadline: Duration,
+    fut: impl Future<Output = Result<T, BollardError>>,
+) -> Result<T, SandboxError> {
+    match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(docker_error(operation, e)),
         Err(_) => Err(SandboxError::Timeout {
             operation,
-            secs: API_TIMEOUT.as_secs(),
+            secs: deadline.as_secs(),
         }),
     }
 }

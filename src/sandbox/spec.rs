@@ -154,6 +154,38 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The limits a run under this policy gets, with `timeout_secs` already decided.
+    pub fn limits(&self, timeout_secs: u64) -> RunLimits {
+        RunLimits {
+            memory_bytes: self.memory_bytes,
+            cpus: self.cpus,
+            pids: self.pids,
+            timeout_secs,
+            output_bytes: self.output_bytes,
+            output_kill_bytes: self.output_kill_bytes.max(self.output_bytes),
+            work_bytes: self.work_bytes,
+            tmp_bytes: self.tmp_bytes,
+            shm_bytes: self.shm_bytes,
+            nofile: self.nofile,
+            fsize_bytes: self.fsize_bytes,
+            log_driver: self.log_driver.clone(),
+            log_bytes: self.log_bytes,
+            kill_grace_secs: self.kill_grace_secs,
+            read_only_rootfs: true,
+        }
+    }
+}
+
+/// The default policy's limits with its default timeout; handy for test doubles of
+/// [`Runner`](super::Runner) (`RunLimits { timeout_secs: 5, ..RunLimits::default() }`).
+impl Default for RunLimits {
+    fn default() -> Self {
+        let policy = Policy::default();
+        policy.limits(policy.timeout_secs)
+    }
+}
+
 /// Everything needed to create one container: plain data, golden-testable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -218,23 +250,7 @@ pub fn spec_for(
         .unwrap_or(policy.timeout_secs)
         .clamp(1, max_timeout);
 
-    let limits = RunLimits {
-        memory_bytes: policy.memory_bytes,
-        cpus: policy.cpus,
-        pids: policy.pids,
-        timeout_secs,
-        output_bytes: policy.output_bytes,
-        output_kill_bytes: policy.output_kill_bytes.max(policy.output_bytes),
-        work_bytes: policy.work_bytes,
-        tmp_bytes: policy.tmp_bytes,
-        shm_bytes: policy.shm_bytes,
-        nofile: policy.nofile,
-        fsize_bytes: policy.fsize_bytes,
-        log_driver: policy.log_driver.clone(),
-        log_bytes: policy.log_bytes,
-        kill_grace_secs: policy.kill_grace_secs,
-        read_only_rootfs: true,
-    };
+    let limits = policy.limits(timeout_secs);
 
     Ok(ContainerSpec {
         image,
