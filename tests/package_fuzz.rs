@@ -154,7 +154,8 @@ fn tar_entry() -> impl Strategy<Value = (Vec<u8>, u8, u32, Vec<u8>)> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        // PROPTEST_CASES overrides the quick default for long runs.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]
