@@ -72,7 +72,7 @@ pub async fn get_job(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::job_not_found(id))?;
-    Ok(Json(JobView::from_record(&job)))
+    Ok(Json(JobView::from_record(&state.scheduler.with_phase(job))))
 }
 
 /// A job's DSSE envelope.
@@ -107,7 +107,7 @@ pub async fn get_attestation(
             ),
         ));
     };
-    let bytes = state.scheduler.blobs().read(&att)?;
+    let bytes = state.scheduler.read_blob(att).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(bytes),
@@ -132,7 +132,7 @@ pub async fn get_logs(
         .ok_or_else(|| ApiError::job_not_found(id))?;
     match job.logs {
         Some(logs) => {
-            let bytes = state.scheduler.blobs().read(&logs)?;
+            let bytes = state.scheduler.read_blob(logs).await?;
             Ok((
                 [(header::CONTENT_TYPE, "application/json")],
                 Body::from(bytes),
@@ -236,7 +236,11 @@ pub async fn list_jobs(
         .list_jobs(status, cursor, limit)
         .await?;
     Ok(Json(JobList {
-        jobs: page.jobs.iter().map(JobView::from_record).collect(),
+        jobs: page
+            .jobs
+            .into_iter()
+            .map(|j| JobView::from_record(&state.scheduler.with_phase(j)))
+            .collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }

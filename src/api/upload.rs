@@ -2,9 +2,9 @@
 //! arrives, cut off at the archive limit (413, whether or not `Content-Length` was sent) and
 //! when the client stalls.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request};
@@ -103,8 +103,12 @@ async fn write_stream(
     path: PathBuf,
     limit: u64,
 ) -> Result<Upload, ApiError> {
-    let mut file = create_private_file(&path)
-        .map_err(|e| ApiError::internal("creating the upload file", &e))?;
+    // tokio's File runs each write on the blocking pool, so a slow disk (fsync under load)
+    // never stalls the runtime threads that answer other requests.
+    let mut file = tokio::fs::File::from_std(
+        create_private_file(&path)
+            .map_err(|e| ApiError::internal("creating the upload file", &e))?,
+    );
     let mut hasher = Sha256::new();
     let mut bytes: u64 = 0;
     loop {
@@ -130,9 +134,8 @@ async fn write_stream(
             return Err(too_large(limit));
         }
         hasher.update(&chunk);
-        // Small synchronous writes to a local file; the blocking pool would cost more than it
-        // saves at these chunk sizes.
         file.write_all(&chunk)
+            .await
             .map_err(|e| ApiError::internal("writing the upload", &e))?;
     }
     if bytes == 0 {
@@ -143,6 +146,7 @@ async fn write_stream(
         ));
     }
     file.sync_all()
+        .await
         .map_err(|e| ApiError::internal("writing the upload", &e))?;
     Ok(Upload {
         path,

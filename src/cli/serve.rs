@@ -36,7 +36,8 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
     runtime.block_on(async move {
         let runner = DockerRunner::connect()
             .await
-            .context("connecting to the Docker engine")?;
+            .context("connecting to the Docker engine")?
+            .with_background_removal();
         if !args.no_prepare {
             prepare_images(&runner, &settings).await;
         }

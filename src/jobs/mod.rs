@@ -103,6 +103,9 @@ pub enum Cancelled {
 struct RunningJob {
     cancel: CancellationToken,
     requeue: Arc<AtomicBool>,
+    /// The phase, kept in memory: it changes several times per job and is not a status
+    /// transition, so it costs no synchronous database commit (see `with_phase`).
+    phase: Arc<Mutex<Phase>>,
 }
 
 struct Inner {
@@ -186,6 +189,24 @@ impl Scheduler {
         &self.inner.verifier
     }
 
+    /// Reads a blob on the blocking pool.
+    pub async fn read_blob(&self, digest: Sha256Digest) -> Result<Vec<u8>, StoreError> {
+        let blobs = self.inner.blobs.clone();
+        blocking(move || blobs.read(&digest)).await
+    }
+
+    /// Fills in the live phase of a job this daemon is running (the store keeps only the
+    /// phase set at claim time).
+    pub fn with_phase(&self, mut job: JobRecord) -> JobRecord {
+        if job.status == JobStatus::Running {
+            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = running.get(&job.id) {
+                job.phase = Some(*r.phase.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+        }
+        job
+    }
+
     /// Start-up recovery: removes containers an earlier run of this instance left, clears
     /// leftover work folders, and puts interrupted jobs back in the queue (their next claim
     /// is attempt + 1). Returns (containers removed, jobs re-queued).
@@ -233,7 +254,7 @@ impl Scheduler {
     pub async fn submit(&self, upload: Upload, fresh: bool) -> Result<Submitted, SubmitError> {
         let result = self.submit_inner(&upload, fresh).await;
         // Whatever happened, the temp file is adopted or removed here.
-        let _ = std::fs::remove_file(&upload.path);
+        let _ = tokio::fs::remove_file(&upload.path).await;
         if let Err(e) = &result {
             let code = match e {
                 SubmitError::QueueFull(_) => "queue_full",
@@ -261,7 +282,7 @@ impl Scheduler {
             .join(format!("validate-{}", uuid::Uuid::new_v4()));
         let package = unpack(upload.path.clone(), scratch.clone(), inner.limits.clone()).await;
         // The worker unpacks again from the stored archive; this tree only proved validity.
-        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
         let package = package?;
         inner
             .metrics
@@ -275,7 +296,8 @@ impl Scheduler {
             }
         }
         let archive = upload.sha256;
-        inner.blobs.adopt(&upload.path, &archive)?;
+        let (blobs, tmp) = (inner.blobs.clone(), upload.path.clone());
+        blocking(move || blobs.adopt(&tmp, &archive)).await?;
         let job = inner
             .store
             .insert_job(NewJob {
@@ -394,6 +416,12 @@ impl Scheduler {
             tracing::error!("workers did not stop; aborting them");
             workers.abort_all();
         }
+        if tokio::time::timeout(Duration::from_secs(30), self.inner.verifier.runner.settle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some containers were not removed in time; the next start reaps them");
+        }
     }
 
     async fn worker_loop(self, worker: usize) {
@@ -429,6 +457,7 @@ impl Scheduler {
         let inner = &self.inner;
         let cancel = CancellationToken::new();
         let requeue = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(Mutex::new(Phase::Unpacking));
         inner
             .running
             .lock()
@@ -438,11 +467,12 @@ impl Scheduler {
                 RunningJob {
                     cancel: cancel.clone(),
                     requeue: requeue.clone(),
+                    phase: phase.clone(),
                 },
             );
         let dir = inner.work_dir.join(job.id.to_string());
-        let result = self.execute(&job, &dir, cancel).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let result = self.execute(&job, &dir, cancel, phase).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         inner
             .running
             .lock()
@@ -492,6 +522,7 @@ impl Scheduler {
         job: &JobRecord,
         dir: &Path,
         cancel: CancellationToken,
+        phase: Arc<Mutex<Phase>>,
     ) -> Result<Finish, PipelineError> {
         let inner = &self.inner;
         let attempt = Attempt {
@@ -499,7 +530,7 @@ impl Scheduler {
             attempt: job.attempt,
         };
         let clock = Instant::now();
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = tokio::fs::remove_dir_all(dir).await;
         let package = match unpack(
             inner.blobs.path(&job.archive),
             dir.to_path_buf(),
@@ -523,17 +554,11 @@ impl Scheduler {
             return Err(PipelineError::Cancelled);
         }
 
-        let _ = inner
-            .store
-            .set_phase(job.id, job.attempt, Phase::Preparing)
-            .await;
+        set_phase(&phase, Phase::Preparing);
         // Derive the spec before the phase says "running", so a policy refusal shows up as
         // an error of the preparing phase.
         inner.verifier.spec(&package, attempt)?;
-        let _ = inner
-            .store
-            .set_phase(job.id, job.attempt, Phase::Running)
-            .await;
+        set_phase(&phase, Phase::Running);
         let clock = Instant::now();
         let ran = inner.verifier.run(attempt, package, cancel.clone()).await?;
         inner
@@ -543,22 +568,18 @@ impl Scheduler {
             return Err(PipelineError::Cancelled);
         }
 
-        let _ = inner
-            .store
-            .set_phase(job.id, job.attempt, Phase::Signing)
-            .await;
+        set_phase(&phase, Phase::Signing);
         let clock = Instant::now();
         let attested = tokio::time::timeout(ATTEST_DEADLINE, inner.verifier.attest(&ran))
             .await
             .map_err(|_| PipelineError::Attest("timed out".into()))??;
-        let envelope = inner
-            .blobs
-            .put(&attested.envelope_json)
-            .map_err(|e| PipelineError::Attest(e.to_string()))?;
-        let logs = inner
-            .blobs
-            .put(&attested.logs_json)
-            .map_err(|e| PipelineError::Attest(e.to_string()))?;
+        let blobs = inner.blobs.clone();
+        let (envelope_json, logs_json) = (attested.envelope_json, attested.logs_json);
+        let (envelope, logs) = blocking(move || {
+            Ok::<_, StoreError>((blobs.put(&envelope_json)?, blobs.put(&logs_json)?))
+        })
+        .await
+        .map_err(|e| PipelineError::Attest(e.to_string()))?;
         inner
             .metrics
             .observe_stage("attest", clock.elapsed().as_secs_f64());
@@ -575,6 +596,10 @@ impl Scheduler {
     }
 }
 
+fn set_phase(phase: &Mutex<Phase>, next: Phase) {
+    *phase.lock().unwrap_or_else(|p| p.into_inner()) = next;
+}
+
 fn error_finish(code: &str, message: String) -> Finish {
     Finish {
         status: JobStatus::Error,
@@ -586,6 +611,15 @@ fn error_finish(code: &str, message: String) -> Finish {
         attestation: None,
         logs: None,
     }
+}
+
+/// Runs blocking file I/O (fsyncs included) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
 }
 
 async fn join_all(set: &mut JoinSet<()>) {

@@ -77,6 +77,9 @@ const PAGE: u64 = 4096;
 #[derive(Clone, Debug)]
 pub struct DockerRunner {
     docker: Docker,
+    /// When set, a finished container is removed in the background (tracked here) instead of
+    /// before `run` returns: the daemon answers sooner, and `settle` waits for the removals.
+    removals: Option<tokio_util::task::TaskTracker>,
 }
 
 impl DockerRunner {
@@ -97,12 +100,26 @@ impl DockerRunner {
                 )))
             }
         };
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            removals: None,
+        })
+    }
+
+    /// Removes finished containers in the background instead of before `run` returns (the
+    /// removal is off the job's critical path; [`Runner::settle`] waits for them, and the
+    /// start-up reaper covers a crash in between).
+    pub fn with_background_removal(mut self) -> Self {
+        self.removals = Some(tokio_util::task::TaskTracker::new());
+        self
     }
 
     /// Wraps an already connected (and version-negotiated) client.
     pub fn from_client(docker: Docker) -> Self {
-        Self { docker }
+        Self {
+            docker,
+            removals: None,
+        }
     }
 
     /// Whether `image` exists on the engine.
@@ -378,6 +395,16 @@ impl Runner for DockerRunner {
         };
 
         let result = self.drive(&created.id, spec, tree, entries, cancel).await;
+        if let (Some(tracker), Ok(_)) = (&self.removals, &result) {
+            let runner = self.clone();
+            let id = created.id.clone();
+            tracker.spawn(async move {
+                if let Err(e) = guard.disarm_and_remove(&runner).await {
+                    tracing::warn!(container = %id, error = %e, "container not removed");
+                }
+            });
+            return result;
+        }
         let removed = guard.disarm_and_remove(self).await;
         let outcome = result?;
         if let Err(e) = removed {
@@ -385,6 +412,14 @@ impl Runner for DockerRunner {
             tracing::warn!(container = %created.id, error = %e, "container not removed");
         }
         Ok(outcome)
+    }
+
+    async fn settle(&self) {
+        if let Some(tracker) = &self.removals {
+            tracker.close();
+            tracker.wait().await;
+            tracker.reopen();
+        }
     }
 
     async fn image_digest(&self, image: &str) -> Result<String, SandboxError> {

@@ -136,6 +136,10 @@ pub trait Runner: Send + Sync {
     /// Whether the engine answers (for `/health`).
     async fn ping(&self) -> Result<(), SandboxError>;
 
+    /// Waits until containers of finished runs are gone (runners that remove them in the
+    /// background); the default has nothing to wait for.
+    async fn settle(&self) {}
+
     /// Removes every container carrying `LABEL_INSTANCE = instance`; returns how many.
     async fn reap(&self, instance: &str) -> Result<usize, SandboxError>;
 }

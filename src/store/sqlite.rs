@@ -1,10 +1,11 @@
 //! [`SqliteStore`]: jobs and attestation rows in one SQLite file, WAL mode.
 //!
-//! One connection behind a `std::sync::Mutex`, used from `spawn_blocking`: every statement
-//! here is a short indexed lookup or a one-row write, so a single writer is not the
-//! bottleneck (the containers are), and a sync mutex held only inside the blocking task never
-//! straddles an `.await`. `synchronous=FULL` makes every committed job transition durable
-//! before the API answers.
+//! Two connections, each behind a `std::sync::Mutex` and used from `spawn_blocking`: one for
+//! writes, one for reads. Every statement is a short indexed lookup or a one-row write, so a
+//! single writer is not the bottleneck (the containers are); the separate reader lets WAL
+//! serve `GET /verify/{id}` while a commit waits for its fsync. A sync mutex held only inside
+//! the blocking task never straddles an `.await`. `synchronous=FULL` makes every committed job
+//! transition durable before the API answers.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -52,7 +53,8 @@ const COLUMNS: &str = "seq, id, status, phase, attempt, created_at, started_at, 
 /// The SQLite job store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 fn q(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -70,6 +72,27 @@ fn ts(t: OffsetDateTime) -> String {
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer = Self::connect(path)?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let reader = Self::connect(path)?;
+        // The database holds job metadata only, but keep it private like the blobs.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -83,23 +106,29 @@ impl SqliteStore {
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        // The database holds job metadata only, but keep it private like the blobs.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(conn)
     }
 
+    /// Runs `f` on the writer connection.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
+        Self::on(self.writer.clone(), f).await
+    }
+
+    /// Runs `f` on the reader connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Self::on(self.reader.clone(), f).await
+    }
+
+    async fn on<T: Send + 'static>(
+        conn: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         tokio::task::spawn_blocking(move || {
             // A panic inside a previous holder poisons the mutex; the connection itself is
             // still consistent (SQLite rolled the transaction back), so keep going.
@@ -271,7 +300,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        self.with(move |conn| get(conn, &id.to_string())).await
+        self.read(move |conn| get(conn, &id.to_string())).await
     }
 
     async fn list_jobs(
@@ -280,7 +309,7 @@ impl Store for SqliteStore {
         cursor: Option<i64>,
         limit: u32,
     ) -> Result<JobPage, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) AND seq < ?2 \
                  ORDER BY seq DESC LIMIT ?3"
@@ -441,7 +470,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_queued(&self) -> Result<u64, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
                 .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
                 .map(|n| n as u64)
@@ -451,7 +480,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut st = conn
                 .prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")
                 .map_err(q("count by status"))?;
@@ -475,7 +504,7 @@ impl Store for SqliteStore {
 
     async fn find_cached(&self, cache_key: &str) -> Result<Option<JobRecord>, StoreError> {
         let key = cache_key.to_string();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM jobs WHERE cache_key = ?1 AND status IN ('passed', 'failed') \
                  AND attestation IS NOT NULL ORDER BY seq DESC LIMIT 1"
@@ -490,7 +519,7 @@ impl Store for SqliteStore {
     }
 
     async fn attestation_count(&self, id: JobId) -> Result<u64, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT COUNT(*) FROM attestations WHERE job_id = ?1",
                 [id.to_string()],
