@@ -164,7 +164,14 @@ async fn load(url: String, rate: u64, secs: u64) {
     // tens of milliseconds each and would otherwise count as server latency.
     let clients: Vec<reqwest::Client> = (0..conns).map(|_| reqwest::Client::new()).collect();
     for client in &clients {
-        client.get(&url).send().await.unwrap().bytes().await.unwrap();
+        client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
     }
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = tokio::task::JoinSet::new();
@@ -222,7 +229,12 @@ async fn main() {
 
     // 5. Idle RSS of a fresh daemon.
     // Four workers: the burst baseline runs four containers at a time.
-    let d = start_daemon(4).await;
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let d = start_daemon(workers).await;
+    println!("daemon workers: {workers} (BENCH_WORKERS)");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(d.child.id());
     println!(
@@ -250,17 +262,16 @@ async fn main() {
         a / b
     );
 
-    // 1. Burst of 24.
+    // 1. Burst of 24, submitted at once (each upload on its own task), until all are attested.
     let bodies: Vec<_> = (0..24).map(|i| skill(&format!("burst-{i}"))).collect();
     let t = Instant::now();
-    let mut ids = Vec::new();
-    for body in bodies {
-        ids.push(submit(&client, &d.url, body).await);
-    }
     let mut waits = tokio::task::JoinSet::new();
-    for id in ids {
+    for body in bodies {
         let (c, u) = (client.clone(), d.url.clone());
-        waits.spawn(async move { attested(&c, &u, &id).await });
+        waits.spawn(async move {
+            let id = submit(&c, &u, body).await;
+            attested(&c, &u, &id).await
+        });
     }
     while let Some(r) = waits.join_next().await {
         r.unwrap();

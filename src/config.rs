@@ -51,6 +51,9 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Grace period on SIGTERM for running jobs, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Containers kept created (never started) ahead of demand per container shape
+    /// (runtime × policy); 0 disables the warm pool.
+    pub warm_containers: usize,
 }
 
 impl Default for ServerSettings {
@@ -64,6 +67,7 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             request_timeout_secs: 120,
             shutdown_grace_secs: 30,
+            warm_containers: 2,
         }
     }
 }
@@ -80,6 +84,7 @@ impl fmt::Debug for ServerSettings {
             .field("cors_origins", &self.cors_origins)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("warm_containers", &self.warm_containers)
             .finish()
     }
 }

@@ -37,7 +37,8 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
         let runner = DockerRunner::connect()
             .await
             .context("connecting to the Docker engine")?
-            .with_background_removal();
+            .with_background_removal()
+            .with_warm_pool(settings.server.warm_containers);
         if !args.no_prepare {
             prepare_images(&runner, &settings).await;
         }

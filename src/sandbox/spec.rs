@@ -32,6 +32,40 @@ const UNPACK_AND_RUN: &str = concat!(
     "cd /work && exec sh -c \"$1\" sh </dev/null"
 );
 
+/// The entrypoint of a container created ahead of demand (the warm pool), when the test
+/// command is not yet known: the first line of stdin carries the command, base64-encoded
+/// (so any bytes but NUL survive), then the tree's tar follows as usual. `read` takes a pipe
+/// byte by byte, so it never swallows the tar's first bytes.
+pub const READ_COMMAND_UNPACK_AND_RUN: &str = concat!(
+    "IFS= read -r line && cmd=$(printf '%s' \"$line\" | base64 -d) || ",
+    "{ echo \"skill-verifier: reading the test command failed\" >&2; exit 125; }; ",
+    "tar -x -f - -C /work || { echo \"skill-verifier: unpacking the skill's files failed\" >&2; exit 125; }; ",
+    "cd /work && exec sh -c \"$cmd\" sh </dev/null"
+);
+
+impl ContainerSpec {
+    /// The job-independent form of this spec, for a container created before its job is
+    /// known: the command comes through stdin ([`READ_COMMAND_UNPACK_AND_RUN`]) and only the
+    /// instance label is kept (the reaper finds pooled containers by it). Everything the
+    /// sandbox enforces (limits, user, network, mounts) is unchanged; the timeout is enforced
+    /// by the runner, not the container, so it is left out of the pool key.
+    pub fn pooled(&self) -> ContainerSpec {
+        let mut generic = self.clone();
+        generic.command = String::new();
+        generic.cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            READ_COMMAND_UNPACK_AND_RUN.into(),
+            "skill-verifier".into(),
+        ];
+        generic
+            .labels
+            .retain(|k, _| k.as_str() == super::LABEL_INSTANCE);
+        generic.limits.timeout_secs = 0;
+        generic
+    }
+}
+
 /// Every limit applied to one run; recorded in the attestation's `environment.limits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunLimits {

@@ -1,0 +1,95 @@
+//! The warm pool against the real engine: containers created ahead of demand run the right
+//! command over the right tree, keep every limit, and are all gone after `settle`.
+
+mod sandbox_support;
+
+use sandbox_support::*;
+use skill_verifier::package::Runtime;
+use skill_verifier::sandbox::Runner;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_containers_run_each_jobs_command_and_are_removed_on_settle() {
+    let Some(runner) = runner().await else { return };
+    let runner = runner.with_warm_pool(2);
+    let instance = instance();
+    let t = tree(&[("data.txt", "from the tree\n", false)]);
+    let policy = policy();
+    // Quotes, a newline and shell metacharacters survive the trip through stdin.
+    let tricky = "printf '%s|' \"it's\" 'a \"test\"'; echo\ncat data.txt; id -u; exit 7";
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let o = run_in(
+            &runner,
+            &instance,
+            Runtime::Shell,
+            tricky,
+            Some(30),
+            &policy,
+            t.path(),
+        )
+        .await
+        .unwrap();
+        outcomes.push(o);
+        // Let the refill land, so the next run takes a warm container.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    for o in &outcomes {
+        assert_eq!(o.exit_code, 7);
+        assert_eq!(text(&o.stdout), "it's|a \"test\"|\nfrom the tree\n65534\n");
+        assert!(!o.timed_out && !o.oom_killed);
+    }
+    // The same limits apply in a warm container: no network, read-only root.
+    let o = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "ls /sys/class/net; touch /etc/x 2>/dev/null && echo writable || echo read-only",
+        Some(30),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&o.stdout), "lo\nread-only\n");
+    // The pool holds created containers until settle removes them.
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_still_apply_per_job_in_warm_containers() {
+    let Some(runner) = runner().await else { return };
+    let runner = runner.with_warm_pool(1);
+    let instance = instance();
+    let t = tree(&[]);
+    let policy = policy();
+    let quick = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "true",
+        Some(30),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quick.exit_code, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Same pool key (the timeout is not part of it), a different deadline.
+    let slow = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "sleep 30",
+        Some(1),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert!(slow.timed_out, "{slow:?}");
+    assert_eq!(slow.limits.timeout_secs, 1);
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
