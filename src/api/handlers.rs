@@ -14,7 +14,19 @@ use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys};
 use super::AppState;
 use crate::ids::JobId;
 use crate::jobs::{Cancelled, Submitted};
-use crate::store::JobStatus;
+use crate::store::{JobRecord, JobStatus};
+
+/// The job named in the path, or the API's 400/404.
+async fn find_job(state: &AppState, id: &str) -> Result<(JobId, JobRecord), ApiError> {
+    let id = parse_id(id)?;
+    let job = state
+        .scheduler
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))?;
+    Ok((id, job))
+}
 
 fn parse_id(text: &str) -> Result<JobId, ApiError> {
     JobId::parse(text)
@@ -65,13 +77,7 @@ pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .scheduler
-        .store()
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(id))?;
+    let (_, job) = find_job(&state, &id).await?;
     Ok(Json(JobView::from_record(&state.scheduler.with_phase(job))))
 }
 
@@ -83,13 +89,7 @@ pub async fn get_attestation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .scheduler
-        .store()
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(id))?;
+    let (id, job) = find_job(&state, &id).await?;
     if !job.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -123,13 +123,7 @@ pub async fn get_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .scheduler
-        .store()
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(id))?;
+    let (id, job) = find_job(&state, &id).await?;
     match job.logs {
         Some(logs) => {
             let bytes = state.scheduler.read_blob(logs).await?;

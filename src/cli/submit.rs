@@ -16,7 +16,6 @@ use reqwest::StatusCode;
 use super::{EXIT_ERROR, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::api::views::JobView;
 use crate::config::Settings;
-use crate::package::EntryKind;
 
 /// Arguments.
 #[derive(Debug, Args)]
@@ -54,34 +53,12 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-/// Packs a skill directory as a deterministic tar.gz.
+/// Packs a skill directory as a deterministic tar.gz (symlinks and special files refused).
 pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let entries = crate::package::tree_entries(dir)?;
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    for entry in entries {
-        let mut header = tar::Header::new_ustar();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        match entry.kind {
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                tar.append_data(&mut header, format!("{}/", entry.path), std::io::empty())?;
-            }
-            EntryKind::File => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if entry.executable { 0o755 } else { 0o644 });
-                header.set_size(entry.len);
-                let file = std::fs::File::open(dir.join(&entry.path))
-                    .with_context(|| format!("reading {}", entry.path))?;
-                tar.append_data(&mut header, &entry.path, file)?;
-            }
-        }
-    }
-    Ok(tar.into_inner()?.finish()?)
+    let gz = crate::package::tree::write_tar(dir, &entries, gz)?;
+    Ok(gz.finish()?)
 }
 
 async fn error_message(resp: reqwest::Response) -> String {

@@ -172,9 +172,109 @@ pub fn scan_directory(dir: &Path, limits: &Limits) -> Result<Vec<FileRecord>, Pa
     Ok(files)
 }
 
+/// Writes a validated tree as a tar into `out` and returns `out`: the one tar writer for a
+/// tree leaving the host (the sandbox's copy into a container, `submit`'s upload of a
+/// directory). Entries are in `entries`' canonical order with fixed metadata (GNU headers,
+/// mtime 0, owner 0, modes 0755/0644 by the executable bit), so the same tree always makes
+/// the same bytes whatever the host's clock and umask.
+///
+/// Files are opened with `O_NOFOLLOW` and must still be the regular file of the length
+/// `entries` recorded: a tree that changed since it was walked is refused, never followed.
+/// Errors from reading the tree carry its path; errors from `out` come back unchanged, so a
+/// caller can recognise its own sink's errors.
+pub fn write_tar<W: std::io::Write>(
+    root: &Path,
+    entries: &[super::TreeEntry],
+    out: W,
+) -> std::io::Result<W> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let read_err = |path: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    };
+    let mut builder = tar::Builder::new(out);
+    for entry in entries {
+        let host_path = root.join(&entry.path);
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match entry.kind {
+            super::EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, &entry.path, std::io::empty())?;
+            }
+            super::EntryKind::File => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&host_path)
+                    .map_err(|e| read_err(&host_path, e))?;
+                let meta = file.metadata().map_err(|e| read_err(&host_path, e))?;
+                if !meta.is_file() || meta.len() != entry.len {
+                    return Err(std::io::Error::other(format!(
+                        "{}: changed while being copied",
+                        host_path.display()
+                    )));
+                }
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(if entry.executable { 0o755 } else { 0o644 });
+                header.set_size(entry.len);
+                builder.append_data(&mut header, &entry.path, file.take(entry.len))?;
+            }
+        }
+    }
+    builder.finish()?;
+    builder.into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_tar_is_deterministic_and_round_trips_to_the_same_tree_digest() {
+        use std::os::unix::fs::PermissionsExt;
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(
+            src.path().join("SKILL.md"),
+            "---\nname: round-trip\ndescription: d\n---\n",
+        )
+        .unwrap();
+        std::fs::create_dir(src.path().join("scripts")).unwrap();
+        let script = src.path().join("scripts/run.sh");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        let entries = crate::package::tree_entries(src.path()).unwrap();
+        let one = write_tar(src.path(), &entries, Vec::new()).unwrap();
+        let two = write_tar(src.path(), &entries, Vec::new()).unwrap();
+        assert_eq!(one, two, "same tree, same bytes");
+
+        let work = tempfile::tempdir().unwrap();
+        let archive = work.path().join("skill.tar");
+        std::fs::write(&archive, &one).unwrap();
+        let limits = crate::package::Limits::default();
+        let from_dir = crate::package::load(src.path(), &work.path().join("a"), &limits).unwrap();
+        let from_tar = crate::package::load(&archive, &work.path().join("b"), &limits).unwrap();
+        assert_eq!(from_dir.tree_sha256, from_tar.tree_sha256);
+    }
+
+    #[test]
+    fn write_tar_refuses_a_tree_that_changed_since_it_was_walked() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), "short").unwrap();
+        let entries = crate::package::tree_entries(src.path()).unwrap();
+        std::fs::write(src.path().join("a.txt"), "much longer now").unwrap();
+        let err = write_tar(src.path(), &entries, Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("changed while being copied"),
+            "{err}"
+        );
+    }
 
     fn rec(path: &str, executable: bool, content: &[u8]) -> FileRecord {
         FileRecord {

@@ -25,8 +25,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Sha256Digest;
-use crate::package::{tree_entries, EntryKind, TreeEntry};
+use crate::package::{tree_entries, TreeEntry};
 
 use super::spec::{UNPACK_FAILED_EXIT, UNPACK_FAILED_MARKER};
 use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE, LABEL_JOB};
@@ -952,71 +952,26 @@ impl Write for ChannelWriter {
     }
 }
 
-fn classify(e: std::io::Error, path: &Path) -> TarError {
+fn classify(e: std::io::Error) -> TarError {
     if e.get_ref().is_some_and(|inner| inner.is::<SinkClosed>()) {
         TarError::SinkClosed
     } else {
-        TarError::Tree(format!("{}: {e}", path.display()))
+        TarError::Tree(e.to_string())
     }
 }
 
-/// Writes the tree as a tar into `tx`. Entries carry fixed metadata (mtime 0, modes 0755 or
-/// 0644): the container sees the same tree whatever the host's clock and umask.
+/// Writes the tree as a tar into `tx` (through the package stage's one tar writer).
 fn write_tar(
     root: &Path,
     entries: &[TreeEntry],
     tx: mpsc::Sender<Vec<u8>>,
 ) -> Result<(), TarError> {
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let mut builder = tar::Builder::new(ChannelWriter {
+    let sink = ChannelWriter {
         tx,
         buf: Vec::with_capacity(TAR_CHUNK),
-    });
-    for entry in entries {
-        let host_path: PathBuf = root.join(&entry.path);
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        match entry.kind {
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                builder
-                    .append_data(&mut header, &entry.path, std::io::empty())
-                    .map_err(|e| classify(e, &host_path))?;
-            }
-            EntryKind::File => {
-                // O_NOFOLLOW: the tree was validated as links-free; never follow one that
-                // appeared since.
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&host_path)
-                    .map_err(|e| TarError::Tree(format!("{}: {e}", host_path.display())))?;
-                let meta = file
-                    .metadata()
-                    .map_err(|e| TarError::Tree(format!("{}: {e}", host_path.display())))?;
-                if !meta.is_file() || meta.len() != entry.len {
-                    return Err(TarError::Tree(format!(
-                        "{}: changed while being copied",
-                        host_path.display()
-                    )));
-                }
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if entry.executable { 0o755 } else { 0o644 });
-                header.set_size(entry.len);
-                builder
-                    .append_data(&mut header, &entry.path, file.take(entry.len))
-                    .map_err(|e| classify(e, &host_path))?;
-            }
-        }
-    }
-    builder.finish().map_err(|e| classify(e, root))?;
-    let mut writer = builder.into_inner().map_err(|e| classify(e, root))?;
-    writer.flush().map_err(|e| classify(e, root))
+    };
+    let mut writer = crate::package::tree::write_tar(root, entries, sink).map_err(classify)?;
+    writer.flush().map_err(classify)
 }
 
 /// Copies the tar chunks into the container's stdin, then closes it.
