@@ -17,11 +17,8 @@ use skill_verifier::attest::verify::verify_envelope;
 use skill_verifier::digest::Sha256Digest;
 
 fn statement() -> Statement {
-    let limits = serde_json::from_value(serde_json::json!({
-        "memory_bytes": 536870912u64, "cpus": 1.0, "pids": 128,
-        "timeout_secs": 60, "output_bytes": 1048576
-    }))
-    .unwrap();
+    // The limits the default policy applies (every field, as a real attestation has them).
+    let limits = skill_verifier::sandbox::RunLimits::default();
     Statement::new(Predicate {
         verifier: VerifierInfo {
             id: String::new(),
