@@ -19,7 +19,12 @@ fn free_port() -> u16 {
 }
 
 fn spawn_daemon(data_dir: &Path, port: u16) -> Child {
+    spawn_daemon_with(data_dir, port, &[])
+}
+
+fn spawn_daemon_with(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
+        .envs(env.iter().copied())
         .args(["serve", "--no-prepare", "--workers", "2", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -186,4 +191,83 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
         0,
         "no container remains"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_after_restart() {
+    if common::docker().await.is_none() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let grace = [("SKILL_VERIFIER_SERVER__SHUTDOWN_GRACE_SECS", "1")];
+    let mut daemon = spawn_daemon_with(data.path(), port, &grace);
+    wait_healthy(&client, &url).await;
+    let resp = client
+        .post(format!("{url}/verify"))
+        .body(common::shell_skill("outlives-grace", "sleep 6; echo done"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job(&client, &url, &id).await["phase"] != "running" {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let clock = Instant::now();
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    assert!(daemon.wait().unwrap().success(), "SIGTERM exits cleanly");
+    // Grace (1 s) + kill + re-queue, well before the test's own 6 s would have ended.
+    assert!(
+        clock.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        clock.elapsed()
+    );
+    let instance = std::fs::read_to_string(data.path().join("instance-id")).unwrap();
+    assert_eq!(
+        labelled_containers(instance.trim()),
+        0,
+        "its container was removed"
+    );
+    {
+        use skill_verifier::store::{JobStatus, Store};
+        let store =
+            skill_verifier::store::SqliteStore::open(&data.path().join("skill-verifier.db"))
+                .unwrap();
+        let jid = skill_verifier::ids::JobId::parse(&id).unwrap();
+        let row = store.get_job(jid).await.unwrap().unwrap();
+        assert_eq!(row.status, JobStatus::Queued, "re-queued, not failed");
+        assert_eq!(row.attempt, 1);
+        assert_eq!(store.attestation_count(jid).await.unwrap(), 0);
+    }
+
+    let mut daemon = spawn_daemon(data.path(), port);
+    wait_healthy(&client, &url).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = job(&client, &url, &id).await;
+        if j["status"] != "queued" && j["status"] != "running" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "never finished: {j}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "passed", "{done}");
+    assert_eq!(done["attempt"], 2);
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    assert!(daemon.wait().unwrap().success());
+    assert_eq!(labelled_containers(instance.trim()), 0);
 }
