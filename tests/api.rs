@@ -134,6 +134,13 @@ async fn refuses_bad_requests_with_specific_errors() {
         .await
         .unwrap();
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0);
+    // The partial upload was removed.
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.path().join("blobs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     server.stop().await;
 }
 
@@ -491,5 +498,48 @@ async fn cancelling_a_running_job_kills_its_container_quickly() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_cut_off_and_the_daemon_stays_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_paused(Arc::new(InstantRunner), |s| {
+        s.server.request_timeout_secs = 2;
+    })
+    .await;
+    let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /verify HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n",
+        server.addr
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&[0x1f, 0x8b, 0x08, 0x00]).await.unwrap(); // then nothing more
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes instead of waiting forever")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    // Still serving, and no job was created.
+    let jobs: Value = server
+        .client
+        .get(format!("{}/jobs", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0);
+    // The partial upload was removed.
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.path().join("blobs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     server.stop().await;
 }

@@ -41,6 +41,9 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("multipart/form-data"));
     let path = blobs.temp_path();
+    // Removes the partial file if this future is dropped (request timeout, client gone) or
+    // fails; disarmed once the upload is handed over.
+    let mut guard = TempFile(Some(path.clone()));
     let result = if multipart {
         let mut form = Multipart::from_request(req, &())
             .await
@@ -72,10 +75,20 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
             .map(|r| r.map_err(|e| error_text(&e)));
         write_stream(stream, path.clone(), limit).await
     };
-    if result.is_err() {
-        let _ = std::fs::remove_file(&path);
+    if result.is_ok() {
+        guard.0 = None;
     }
     result
+}
+
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn error_text(e: &axum::Error) -> String {

@@ -222,6 +222,13 @@ impl Scheduler {
                 0
             }
         };
+        let temp = inner.blobs.clear_temp();
+        if temp > 0 {
+            tracing::info!(
+                files = temp,
+                "removed partial uploads left by an earlier run"
+            );
+        }
         if inner.work_dir.exists() {
             std::fs::remove_dir_all(&inner.work_dir)
                 .with_context(|| format!("clearing {}", inner.work_dir.display()))?;

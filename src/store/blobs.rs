@@ -45,6 +45,17 @@ impl Blobs {
         self.dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()))
     }
 
+    /// Removes temp files a crashed run left (start-up only); returns how many.
+    pub fn clear_temp(&self) -> usize {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .filter(|e| fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+
     /// Stores bytes; returns their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<Sha256Digest, StoreError> {
         let digest = Sha256Digest::of(bytes);
