@@ -158,6 +158,11 @@ pub async fn delete_job(
     let id = parse_id(&id)?;
     match state.scheduler.cancel(id).await? {
         Cancelled::NotFound => Err(ApiError::job_not_found(id)),
+        Cancelled::NotHere => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!("job {id} is running but not on this daemon; retry shortly"),
+        )),
         Cancelled::Deleted(status) => Ok(Json(views::Deleted {
             id: id.to_string(),
             deleted: true,

@@ -98,6 +98,9 @@ pub enum Cancelled {
     Deleted(JobStatus),
     /// A running job was cancelled; its container is being killed.
     Cancelling,
+    /// The job is running but not in this daemon's hands (it never registered within the
+    /// wait), so there is nothing here to kill.
+    NotHere,
 }
 
 struct RunningJob {
@@ -396,7 +399,7 @@ impl Scheduler {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Cancelled::Cancelling)
+        Ok(Cancelled::NotHere)
     }
 
     /// Graceful shutdown: workers stop claiming; running jobs get `grace` to finish; the
