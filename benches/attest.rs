@@ -16,54 +16,14 @@ use skill_verifier::attest::statement::*;
 use skill_verifier::attest::verify::verify_envelope;
 use skill_verifier::digest::Sha256Digest;
 
+#[path = "../tests/attest_support/mod.rs"]
+mod attest_support;
+
+/// The attest tests' sample statement, with a realistic bounded excerpt (1 KiB of output).
 fn statement() -> Statement {
-    // The limits the default policy applies (every field, as a real attestation has them).
-    let limits = skill_verifier::sandbox::RunLimits::default();
-    Statement::new(Predicate {
-        verifier: VerifierInfo {
-            id: String::new(),
-            version: "0.1.0".into(),
-        },
-        job: JobInfo {
-            id: "6f1c1f52-33c4-4d3c-9a40-0d6f5b0f4b11".into(),
-            attempt: 1,
-            started_at: "2026-11-23T12:00:00Z".into(),
-            finished_at: "2026-11-23T12:00:03Z".into(),
-        },
-        package: PackageInfo {
-            name: "hello-skill".into(),
-            tree_sha256: Sha256Digest::of(b"tree"),
-            archive_sha256: Some(Sha256Digest::of(b"archive")),
-            files: 12,
-            bytes: 40_000,
-        },
-        environment: Environment {
-            image: "skill-verifier/runner-python:1".into(),
-            image_digest: format!("sha256:{}", Sha256Digest::of(b"image")),
-            runtime: "python".into(),
-            network: "none".into(),
-            limits,
-        },
-        test: TestInfo {
-            command: "python -m pytest -q".into(),
-            source: "declared".into(),
-        },
-        result: ResultInfo {
-            status: Status::Passed,
-            exit_code: 0,
-            duration_ms: 2950,
-            timed_out: false,
-            oom_killed: false,
-            output_truncated: false,
-            stdout_sha256: Sha256Digest::of(b"out"),
-            stderr_sha256: Sha256Digest::of(b""),
-            // A realistic bounded excerpt: 1 KiB of test output.
-            stdout_excerpt: "test_hello.py::test_greets PASSED\n".repeat(30),
-            stderr_excerpt: String::new(),
-        },
-        findings: vec![],
-        tee: None,
-    })
+    let mut st = attest_support::sample_statement(Sha256Digest::of(b"tree"));
+    st.predicate.result.stdout_excerpt = "test_hello.py::test_greets PASSED\n".repeat(30);
+    st
 }
 
 fn benches(c: &mut Criterion) {

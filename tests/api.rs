@@ -124,23 +124,8 @@ async fn refuses_bad_requests_with_specific_errors() {
         .unwrap();
     assert_eq!(error_code(resp).await, (400, "invalid_status".into()));
 
-    // Nothing above created a job.
-    let jobs: Value = c
-        .get(format!("{url}/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0);
-    // The partial upload was removed.
-    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.path().join("blobs"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Nothing above created a job or left a partial upload.
+    server.assert_nothing_accepted().await;
     server.stop().await;
 }
 
@@ -289,34 +274,15 @@ async fn multipart_upload_cache_hits_and_listing() {
     assert_ne!(fresh["id"], id.as_str());
     server.wait(fresh["id"].as_str().unwrap(), 30).await;
 
-    let page: Value = c
-        .get(format!("{url}/jobs?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = server.get_json("/jobs?limit=1").await;
     assert_eq!(page["jobs"][0]["id"], fresh["id"]);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let page2: Value = c
-        .get(format!("{url}/jobs?limit=1&cursor={cursor}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page2: Value = server
+        .get_json(&format!("/jobs?limit=1&cursor={cursor}"))
+        .await;
     assert_eq!(page2["jobs"][0]["id"], id.as_str());
     assert!(page2.get("next_cursor").is_none());
-    let passed: Value = c
-        .get(format!("{url}/jobs?status=passed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let passed: Value = server.get_json("/jobs?status=passed").await;
     assert_eq!(passed["jobs"].as_array().unwrap().len(), 2);
 
     let metrics = c
@@ -335,14 +301,7 @@ async fn multipart_upload_cache_hits_and_listing() {
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
-    let doc: Value = c
-        .get(format!("{url}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = server.get_json("/openapi.json").await;
     for path in [
         "/verify",
         "/verify/{id}",
@@ -355,14 +314,7 @@ async fn multipart_upload_cache_hits_and_listing() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
-    let health: Value = c
-        .get(format!("{url}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = server.get_json("/health").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["docker"]["reachable"], true);
     server.stop().await;
@@ -421,28 +373,12 @@ async fn passing_and_failing_skills_end_to_end_with_verifiable_attestations() {
         assert_eq!(p["environment"]["network"], "none");
         assert_eq!(p["tee"]["provider"], "simulated");
     }
-    let logs: Value = server
-        .client
-        .get(format!("{}/verify/{}/logs", server.url, pass.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs: Value = server.get_json(&format!("/verify/{}/logs", pass.id)).await;
     assert!(logs["stdout"]
         .as_str()
         .unwrap()
         .contains("hello from the sandbox"));
-    let logs: Value = server
-        .client
-        .get(format!("{}/verify/{}/logs", server.url, fail.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs: Value = server.get_json(&format!("/verify/{}/logs", fail.id)).await;
     assert!(logs["stderr"].as_str().unwrap().contains("boom"));
     server.stop().await;
 }
@@ -523,23 +459,7 @@ async fn a_stalled_upload_is_cut_off_and_the_daemon_stays_up() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
-    // Still serving, and no job was created.
-    let jobs: Value = server
-        .client
-        .get(format!("{}/jobs", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0);
-    // The partial upload was removed.
-    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.path().join("blobs"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Still serving; no job was created and the partial upload was removed.
+    server.assert_nothing_accepted().await;
     server.stop().await;
 }

@@ -151,6 +151,31 @@ impl TestServer {
             .unwrap()
     }
 
+    /// GETs `path` (e.g. `/jobs?limit=1`) and parses the JSON answer, whatever its status.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Asserts that no job exists and no partial upload lies in the blob directory: what a
+    /// refused or cut-off upload must leave behind.
+    pub async fn assert_nothing_accepted(&self) {
+        let jobs = self.get_json("/jobs").await;
+        assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+        let leftovers: Vec<_> = std::fs::read_dir(self.data_dir.path().join("blobs"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "partial uploads left: {leftovers:?}");
+    }
+
     /// GETs a job.
     pub async fn job(&self, id: &str) -> JobView {
         let resp = self
