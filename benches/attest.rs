@@ -2,6 +2,10 @@
 //! Targets: sign ≤ 50 µs, verify ≤ 100 µs. Baselines in the same run: one bare Ed25519 sign
 //! and one strict verify over a payload of the same size.
 //!
+//! Also `quote verify`'s core: the DCAP check of dcap-qvl's sample TDX quote with its
+//! collateral (parse the collateral JSON + verify_dcap), against the same run's Ed25519
+//! verify baseline.
+//!
 //! Run: `cargo bench --bench attest`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -9,7 +13,7 @@ use ed25519_dalek::Verifier as _;
 use skill_verifier::attest::dsse::pae;
 use skill_verifier::attest::keys::Signer;
 use skill_verifier::attest::quote::{
-    NoQuoteProvider, QuoteProvider, SimulatedMeasurements, SimulatedQuoteProvider,
+    self, NoQuoteProvider, QuoteProvider, SimulatedMeasurements, SimulatedQuoteProvider,
 };
 use skill_verifier::attest::sign_statement;
 use skill_verifier::attest::statement::*;
@@ -85,6 +89,21 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let env = serde_json::from_slice(black_box(&bytes)).unwrap();
             verify_envelope(&env, &key, None).unwrap()
+        })
+    });
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dcap-qvl");
+    let tdx_quote = std::fs::read(data.join("tdx_quote")).unwrap();
+    let collateral_json = std::fs::read(data.join("tdx_quote_collateral.json")).unwrap();
+    let at = time::OffsetDateTime::parse(
+        "2025-06-19T11:16:03Z",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    g.bench_function("quote verify: DCAP, sample TDX quote + collateral", |b| {
+        b.iter(|| {
+            let c = quote::parse_collateral(black_box(&collateral_json)).unwrap();
+            quote::verify_dcap(black_box(&tdx_quote), &c, at, None).unwrap()
         })
     });
     g.finish();

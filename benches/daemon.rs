@@ -1,15 +1,20 @@
 //! Daemon benchmarks (issue 5), each against its baseline in the same run:
 //!
 //! 1. burst: 24 trivial skills submitted at once until all are attested, vs 24
-//!    `docker run --rm --network none IMAGE true`, 4 at a time;
-//! 2. one trivial job end to end (POST → poll → attestation) vs one `docker run --rm`,
-//!    alternating, median ratio;
+//!    `docker run --rm --network none IMAGE sh -c true`, 4 at a time (target <= 0.9);
+//! 2. one trivial job end to end (POST → poll → passed) vs one
+//!    `docker run --rm --network none IMAGE sh -c true`, alternating, median of the per-pair
+//!    ratios (target <= 0.35);
 //! 3. cache hit latency (POST of an already-verified package), p50;
 //! 4. `GET /verify/{id}` latency at a fixed 1,000 req/s from a second process (this bench
 //!    re-executed as an open-loop load generator: each request has a scheduled send time and
 //!    its latency counts from then, so a stall cannot hide queued requests) while jobs run;
 //!    plus `wrk`'s closed-loop maximum throughput if wrk is installed;
 //! 5. the daemon's idle RSS.
+//!
+//! The daemon runs with its **default settings** (workers, warm pool) unless `BENCH_WORKERS`
+//! is set; 1 and 2 are repeated `ROUNDS` times (default 3) so the spread shows how noisy the
+//! machine is.
 //!
 //! Run: `cargo bench --bench daemon` (needs Docker and the prepared runner images).
 
@@ -35,7 +40,16 @@ fn skill(name: &str) -> Vec<u8> {
 
 fn docker_run_true() {
     let ok = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", IMAGE, "true"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "true",
+        ])
         .stdout(Stdio::null())
         .status()
         .unwrap()
@@ -68,21 +82,20 @@ impl Drop for Daemon {
     }
 }
 
-async fn start_daemon(workers: usize) -> Daemon {
+async fn start_daemon(workers: Option<usize>) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
-        .args([
-            "serve",
-            "--no-prepare",
-            "--workers",
-            &workers.to_string(),
-            "--listen",
-        ])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skill-verifier"));
+    cmd.args(["serve", "--no-prepare"]);
+    if let Some(workers) = workers {
+        cmd.args(["--workers", &workers.to_string()]);
+    }
+    let child = cmd
+        .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir.path())
@@ -228,101 +241,132 @@ async fn main() {
     docker_run_true();
 
     // 5. Idle RSS of a fresh daemon.
-    // Four workers: the burst baseline runs four containers at a time.
-    let workers: usize = std::env::var("BENCH_WORKERS")
+    let workers: Option<usize> = std::env::var("BENCH_WORKERS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .and_then(|v| v.parse().ok());
     let d = start_daemon(workers).await;
-    println!("daemon workers: {workers} (BENCH_WORKERS)");
+    match workers {
+        Some(w) => println!("daemon workers: {w} (BENCH_WORKERS)"),
+        None => println!("daemon: default settings"),
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(d.child.id());
     println!(
         "idle RSS: {:.1} MiB (target <= 30 MB)",
         idle as f64 / 1024.0
     );
+    // The first job fills the warm pool behind it.
     let id = submit(&client, &d.url, skill("warm-up")).await;
     attested(&client, &d.url, &id).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // 2. One trivial job end to end vs one docker run, alternating.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for i in 0..15 {
-        let body = skill(&format!("single-{i}"));
-        let t = Instant::now();
-        let id = submit(&client, &d.url, body).await;
-        attested(&client, &d.url, &id).await;
-        ours.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        docker_run_true();
-        theirs.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let (a, b) = (median(&mut ours), median(&mut theirs));
-    println!(
-        "single job end to end: daemon p50 {a:.0} ms, docker run --rm p50 {b:.0} ms, ratio {:.2} (target <= 1.0)",
-        a / b
-    );
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke() { 1 } else { 3 });
+    for round in 1..=rounds {
+        // 2. One trivial job end to end vs one docker run, alternating which goes first.
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..15 {
+            let body = skill(&format!("single-{round}-{i}"));
+            let job = || async {
+                let t = Instant::now();
+                let id = submit(&client, &d.url, body.clone()).await;
+                wait_done(&client, &d.url, &id).await;
+                t.elapsed().as_secs_f64() * 1e3
+            };
+            let bare = || {
+                let t = Instant::now();
+                docker_run_true();
+                t.elapsed().as_secs_f64() * 1e3
+            };
+            let (a, b) = if i % 2 == 0 {
+                let a = job().await;
+                (a, bare())
+            } else {
+                let b = bare();
+                (job().await, b)
+            };
+            ours.push(a);
+            theirs.push(b);
+            ratios.push(a / b);
+            // Let the pool's refill land between jobs, as between real submissions.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (a, b) = (median(&mut ours), median(&mut theirs));
+        println!(
+            "round {round}: single job POST→passed: daemon p50 {a:.0} ms, docker run --rm sh -c true p50 {b:.0} ms, median pair ratio {:.2} (target <= 0.35)",
+            median(&mut ratios)
+        );
 
-    // 1. Burst of 24, submitted at once (each upload on its own task), until all are attested.
-    // One poller watches `GET /jobs` every 20 ms (24 pollers at 5 ms would spend the 2 cores
-    // the engine needs), then every attestation is fetched.
-    let bodies: Vec<_> = (0..24).map(|i| skill(&format!("burst-{i}"))).collect();
-    let t = Instant::now();
-    let mut uploads = tokio::task::JoinSet::new();
-    for body in bodies {
-        let (c, u) = (client.clone(), d.url.clone());
-        uploads.spawn(async move { submit(&c, &u, body).await });
-    }
-    let mut ids = std::collections::HashSet::new();
-    while let Some(r) = uploads.join_next().await {
-        ids.insert(r.unwrap());
-    }
-    loop {
-        let page: Value = client
-            .get(format!("{}/jobs?limit=200", d.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let done = page["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| ids.contains(j["id"].as_str().unwrap()))
-            .filter(|j| {
-                let status = j["status"].as_str().unwrap();
-                assert!(
-                    matches!(status, "queued" | "running" | "passed"),
-                    "burst job ended {status}: {j}"
-                );
-                status == "passed"
-            })
-            .count();
-        if done == ids.len() {
-            break;
+        // 1. Burst of 24, submitted at once (each upload on its own task), until all are
+        // attested. One poller watches `GET /jobs` every 20 ms (24 pollers at 5 ms would
+        // spend the 2 cores the engine needs), then every attestation is fetched.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let bodies: Vec<_> = (0..24)
+            .map(|i| skill(&format!("burst-{round}-{i}")))
+            .collect();
+        let t = Instant::now();
+        let mut uploads = tokio::task::JoinSet::new();
+        for body in bodies {
+            let (c, u) = (client.clone(), d.url.clone());
+            uploads.spawn(async move { submit(&c, &u, body).await });
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for id in &ids {
-        attested(&client, &d.url, id).await;
-    }
-    let ours = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                for _ in 0..6 {
-                    docker_run_true();
-                }
-            });
+        let mut ids = std::collections::HashSet::new();
+        while let Some(r) = uploads.join_next().await {
+            ids.insert(r.unwrap());
         }
-    });
-    let theirs = t.elapsed().as_secs_f64();
-    println!(
-        "24 jobs: daemon {ours:.2} s, 24 docker run --rm 4 at a time {theirs:.2} s, ratio {:.2} (target <= 1.0)",
-        ours / theirs
-    );
+        loop {
+            let page: Value = client
+                .get(format!("{}/jobs?limit=200", d.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let done = page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| ids.contains(j["id"].as_str().unwrap()))
+                .filter(|j| {
+                    let status = j["status"].as_str().unwrap();
+                    assert!(
+                        matches!(status, "queued" | "running" | "passed"),
+                        "burst job ended {status}: {j}"
+                    );
+                    status == "passed"
+                })
+                .count();
+            if done == ids.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for id in &ids {
+            attested(&client, &d.url, id).await;
+        }
+        let ours = t.elapsed().as_secs_f64();
+        // The daemon's background removals finish before the baseline starts.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..6 {
+                        docker_run_true();
+                    }
+                });
+            }
+        });
+        let theirs = t.elapsed().as_secs_f64();
+        println!(
+            "round {round}: 24 jobs: daemon {ours:.2} s, 24 docker run --rm 4 at a time {theirs:.2} s, ratio {:.2} (target <= 0.9)",
+            ours / theirs
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 
     // 3. Cache hits.
     let body = skill("cached");
@@ -393,4 +437,10 @@ async fn main() {
         "RSS after the run: {:.1} MiB",
         rss_kib(d.child.id()) as f64 / 1024.0
     );
+}
+
+/// `BENCH_SMOKE=1` (CI): run every path once, at a small size, and report nothing worth
+/// reading; the point is that the bench still builds and runs.
+fn smoke() -> bool {
+    std::env::var_os("BENCH_SMOKE").is_some()
 }

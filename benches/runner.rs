@@ -1,22 +1,30 @@
-//! The lifecycle of a trivial run (`true`) through [`DockerRunner`] against
-//! `docker run --rm --network none` of the same image, alternating in the same process, so
-//! both see the same engine and machine load.
+//! The lifecycle of a trivial run (`true`) through [`DockerRunner`], each path against
+//! `docker run --rm --network none IMAGE sh -c true` of the same image, alternating in the
+//! same process so all see the same engine and machine load:
 //!
-//! `cargo bench --bench runner` (env `RUNS`, default 30). Prints p50/p90 of each and the
-//! median of the per-pair ratios (runner / docker CLI). Targets: ratio <= 1.0, p50 <= 250 ms.
+//! - `runc cold`: no warm pool (create, attach, start, run, remove before returning);
+//! - `runc warm`: the warm pool (a started container waits for the command; removal in the
+//!   background, as in the daemon);
+//! - `gvisor cold`: as `runc cold` under runsc (skipped, loudly, if the engine has no runsc):
+//!   the per-run cost of the gVisor tier against runc.
+//!
+//! `cargo bench --bench runner` (env `RUNS`, default 20). Prints p50 of each and the median
+//! of the per-round ratios against the docker CLI (and gvisor/runc).
 //! With `CI` set a missing engine fails the benchmark; otherwise it is skipped loudly.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use skill_verifier::package::{Runtime, TestPlan, TestSource};
-use skill_verifier::sandbox::{spec_for, DockerRunner, Policy, Runner, LABEL_INSTANCE, LABEL_JOB};
+use skill_verifier::package::{Runtime, TestPlan, TestSource, TreeTar};
+use skill_verifier::sandbox::{
+    spec_for, ContainerSpec, DockerRunner, Isolation, Policy, Runner, LABEL_INSTANCE, LABEL_JOB,
+};
 use tokio_util::sync::CancellationToken;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -24,16 +32,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
     let runs: usize = std::env::var("RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(if smoke() { 1 } else { 20 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let runner = match rt.block_on(DockerRunner::connect()) {
+    let cold = match rt.block_on(DockerRunner::connect()) {
         Ok(r) => r,
         Err(e) if std::env::var_os("CI").is_some() => panic!("CI set and Docker unreachable: {e}"),
         Err(e) => {
@@ -41,94 +52,139 @@ fn main() {
             return;
         }
     };
-    let policy = Policy::default();
-    let image = policy.images[&Runtime::Shell].clone();
-    let plan = TestPlan {
-        command: "true".into(),
-        runtime: Runtime::Shell,
-        timeout_secs: Some(30),
-        source: TestSource::Declared,
-    };
+    let warm = cold.clone().with_warm_pool(2);
+    let gvisor_ok = rt.block_on(cold.require_runtime("runsc")).is_ok();
+    if !gvisor_ok {
+        eprintln!("!!!!!!!! gvisor path SKIPPED: the engine has no runsc (run scripts/setup)");
+    }
     let instance = format!("sv-bench-{}", uuid::Uuid::new_v4());
-    let labels = BTreeMap::from([
-        (LABEL_INSTANCE.to_string(), instance.clone()),
-        (LABEL_JOB.to_string(), "bench".to_string()),
-    ]);
-    let spec = spec_for(&plan, &policy, labels).unwrap();
+    let spec_under = |isolation: Isolation| -> ContainerSpec {
+        let policy = Policy {
+            isolation,
+            ..Policy::default()
+        };
+        let plan = TestPlan {
+            command: "true".into(),
+            runtime: Runtime::Shell,
+            timeout_secs: Some(30),
+            source: TestSource::Declared,
+        };
+        let labels = BTreeMap::from([
+            (LABEL_INSTANCE.to_string(), instance.clone()),
+            (LABEL_JOB.to_string(), "bench".to_string()),
+        ]);
+        spec_for(&plan, &policy, labels).unwrap()
+    };
+    let (runc, gvisor) = (spec_under(Isolation::Runc), spec_under(Isolation::Gvisor));
+    let image = runc.image.clone();
     let tree = tempfile::tempdir().unwrap();
     std::fs::write(
         tree.path().join("SKILL.md"),
         "---\nname: bench\ndescription: bench\n---\n",
     )
     .unwrap();
+    let tar_dir = tempfile::tempdir().unwrap();
+    let tar = TreeTar::write_from_dir(tree.path(), &tar_dir.path().join("tree.tar")).unwrap();
 
-    let run_runner = || {
+    let run = |runner: &DockerRunner, spec: &ContainerSpec| {
         let begun = Instant::now();
         let out = rt
-            .block_on(runner.run(&spec, tree.path(), CancellationToken::new()))
+            .block_on(runner.run(spec, &tar, CancellationToken::new()))
             .unwrap();
         assert_eq!(out.exit_code, 0);
-        begun.elapsed()
+        ms(begun.elapsed())
     };
-    let run_cli = || {
+    let cli = || {
         let begun = Instant::now();
         let status = Command::new("docker")
-            .args(["run", "--rm", "--network", "none", &image, "true"])
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                &image,
+                "sh",
+                "-c",
+                "true",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("running the docker CLI");
         assert!(status.success());
-        begun.elapsed()
+        ms(begun.elapsed())
+    };
+    let settle_pool = || {
+        // Give the refill time to land, as between real jobs.
+        std::thread::sleep(Duration::from_millis(400));
     };
 
-    // Warm up both paths (image metadata, page cache, the CLI binary).
-    for _ in 0..3 {
-        run_runner();
-        run_cli();
-    }
-    let mut ours = Vec::with_capacity(runs);
-    let mut cli = Vec::with_capacity(runs);
-    let mut ratios = Vec::with_capacity(runs);
-    for i in 0..runs {
-        // Alternate which goes first, so neither always follows the other.
-        let (a, b) = if i % 2 == 0 {
-            let a = run_runner();
-            (a, run_cli())
-        } else {
-            let b = run_cli();
-            (run_runner(), b)
-        };
-        ours.push(a);
-        cli.push(b);
-        ratios.push(a.as_secs_f64() / b.as_secs_f64());
-    }
-    ours.sort();
-    cli.sort();
-    ratios.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let median_ratio = ratios[ratios.len() / 2];
-    println!("runs: {runs} pairs, alternating; image {image}");
-    println!(
-        "runner:     p50 {:7.1} ms  p90 {:7.1} ms  min {:7.1} ms",
-        ms(percentile(&ours, 0.5)),
-        ms(percentile(&ours, 0.9)),
-        ms(ours[0])
-    );
-    println!(
-        "docker run: p50 {:7.1} ms  p90 {:7.1} ms  min {:7.1} ms",
-        ms(percentile(&cli, 0.5)),
-        ms(percentile(&cli, 0.9)),
-        ms(cli[0])
-    );
-    println!("median ratio runner/docker-run: {median_ratio:.3} (target <= 1.0)");
-    println!(
-        "runner p50 {} the 250 ms target",
-        if percentile(&ours, 0.5) <= Duration::from_millis(250) {
-            "meets"
-        } else {
-            "MISSES"
+    // Warm up every path (image metadata, page cache, the CLI binary, the pool).
+    for _ in 0..2 {
+        run(&cold, &runc);
+        run(&warm, &runc);
+        if gvisor_ok {
+            run(&cold, &gvisor);
         }
+        cli();
+    }
+    settle_pool();
+    let (mut t_cli, mut t_cold, mut t_warm, mut t_gv) = (vec![], vec![], vec![], vec![]);
+    let (mut r_cold, mut r_warm, mut r_gv) = (vec![], vec![], vec![]);
+    for i in 0..runs {
+        // Rotate the order so no path always follows the same one.
+        let mut got = [0.0f64; 4];
+        for k in 0..4 {
+            match (i + k) % 4 {
+                0 => got[0] = cli(),
+                1 => got[1] = run(&cold, &runc),
+                2 => {
+                    got[2] = run(&warm, &runc);
+                    settle_pool();
+                }
+                _ if gvisor_ok => got[3] = run(&cold, &gvisor),
+                _ => {}
+            }
+        }
+        t_cli.push(got[0]);
+        t_cold.push(got[1]);
+        t_warm.push(got[2]);
+        r_cold.push(got[1] / got[0]);
+        r_warm.push(got[2] / got[0]);
+        if gvisor_ok {
+            t_gv.push(got[3]);
+            r_gv.push(got[3] / got[1]);
+        }
+    }
+    println!("runs: {runs} rounds, rotating order; image {image}");
+    println!(
+        "docker run --rm sh -c true: p50 {:7.1} ms",
+        median(&mut t_cli)
     );
-    let left = rt.block_on(runner.reap(&instance)).unwrap();
+    println!(
+        "runner, runc, cold:         p50 {:7.1} ms  median ratio vs docker run {:.2}",
+        median(&mut t_cold),
+        median(&mut r_cold)
+    );
+    println!(
+        "runner, runc, warm pool:    p50 {:7.1} ms  median ratio vs docker run {:.2}",
+        median(&mut t_warm),
+        median(&mut r_warm)
+    );
+    if gvisor_ok {
+        println!(
+            "runner, gvisor, cold:       p50 {:7.1} ms  median ratio vs runc cold {:.2}",
+            median(&mut t_gv),
+            median(&mut r_gv)
+        );
+    }
+    rt.block_on(warm.settle());
+    let left = rt.block_on(cold.reap(&instance)).unwrap();
     assert_eq!(left, 0, "the benchmark left containers behind");
+}
+
+/// `BENCH_SMOKE=1` (CI): run every path once, at a small size, and report nothing worth
+/// reading; the point is that the bench still builds and runs.
+fn smoke() -> bool {
+    std::env::var_os("BENCH_SMOKE").is_some()
 }

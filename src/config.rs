@@ -29,6 +29,8 @@ pub struct Settings {
     pub sandbox: Policy,
     /// Attestation settings.
     pub attest: AttestSettings,
+    /// The scan stage: operator rule files, the verdict policy, size bounds.
+    pub scan: ScanSettings,
 }
 
 /// The daemon's HTTP side and its queue.
@@ -37,7 +39,10 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Worker count; 0 means one per core.
+    /// Worker count; 0 means automatic: twice the cores, at least 4. A worker spends its
+    /// job waiting on the engine (create, start, exit), not computing, and on a 2-core
+    /// machine the engine's start path saturates at about 4 concurrent starts: fewer
+    /// workers leave the engine idle between jobs, more only queue inside the engine.
     pub workers: usize,
     /// Most jobs waiting; beyond it `POST /verify` answers 429.
     pub queue_capacity: usize,
@@ -51,8 +56,10 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Grace period on SIGTERM for running jobs, in seconds.
     pub shutdown_grace_secs: u64,
-    /// Containers kept created (never started) ahead of demand per container shape
-    /// (runtime × policy); 0 disables the warm pool.
+    /// Containers kept started and waiting for their command per container shape
+    /// (runtime × policy); 0 disables the warm pool. The default, 4, matches the default
+    /// worker count on 2 cores: a burst's first round starts with no engine start on its
+    /// path, and an idle shell container costs about a megabyte.
     pub warm_containers: usize,
 }
 
@@ -67,7 +74,7 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             request_timeout_secs: 120,
             shutdown_grace_secs: 30,
-            warm_containers: 2,
+            warm_containers: 4,
         }
     }
 }
@@ -97,6 +104,7 @@ impl fmt::Debug for Settings {
             .field("package", &self.package)
             .field("sandbox", &self.sandbox)
             .field("attest", &self.attest)
+            .field("scan", &self.scan)
             .finish()
     }
 }
@@ -115,19 +123,110 @@ pub enum QuoteProviderKind {
 }
 
 /// Attestation settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AttestSettings {
     /// The quote provider.
     pub quote_provider: QuoteProviderKind,
     /// dstack guest agent endpoint (a socket path or URL); default: the well-known sockets.
     pub dstack_endpoint: Option<String>,
+    /// A PCCS (or Intel PCS) base URL, e.g. `https://pccs.example:8081`. When set, the dstack
+    /// provider fetches the quote's collateral at signing time and carries it in
+    /// `tee.collateral`, so the attestation verifies fully offline.
+    pub pccs_url: Option<String>,
+    /// The TCB statuses accepted (Intel names; `UpToDate` only by default). Attested as
+    /// `tee.tcb_policy`; with collateral, a quote outside it is not signed.
+    pub tcb_policy: Vec<String>,
+}
+
+impl Default for AttestSettings {
+    fn default() -> Self {
+        AttestSettings {
+            quote_provider: QuoteProviderKind::default(),
+            dstack_endpoint: None,
+            pccs_url: None,
+            tcb_policy: vec!["UpToDate".into()],
+        }
+    }
+}
+
+impl AttestSettings {
+    /// Checks the values a job would otherwise trip over later.
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::attest::quote::TcbPolicy::parse(&self.tcb_policy)
+            .map_err(|e| invalid("attest.tcb_policy", e.to_string()))?;
+        if let Some(url) = &self.pccs_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    "attest.pccs_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[scan]`: what the scan stage loads at start. A rule file that does not compile or a policy
+/// that does not parse stops start-up with the file, the line and the reason
+/// ([`ScanSettings::load`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScanSettings {
+    /// Operator YARA rule files, compiled after the built-in pack in this order.
+    pub rules: Vec<PathBuf>,
+    /// The verdict policy file; `None` uses the built-in `rules/policy.toml`.
+    pub policy: Option<PathBuf>,
+    /// Per-file size and time bounds.
+    #[serde(flatten)]
+    pub limits: crate::scan::ScanLimits,
+}
+
+impl ScanSettings {
+    /// Compiles the rule pack and loads the policy (`policy` overrides the configured one).
+    pub fn load(
+        &self,
+        policy: Option<&Path>,
+    ) -> Result<(crate::scan::Scanner, crate::scan::Policy), crate::scan::ScanError> {
+        let scanner = crate::scan::Scanner::new(&self.rules, self.limits)?;
+        let policy = crate::scan::Policy::load_or_builtin(
+            policy.or(self.policy.as_deref()),
+            scanner.pack(),
+        )?;
+        Ok((scanner, policy))
+    }
+
+    /// As [`ScanSettings::load`], for a one-shot process: the compiled rules are reused from
+    /// `cache` (keyed by the pack's digest and the YARA-X version) instead of compiled again.
+    pub fn load_cached(
+        &self,
+        policy: Option<&Path>,
+        cache: &Path,
+    ) -> Result<(crate::scan::Scanner, crate::scan::Policy), crate::scan::ScanError> {
+        let scanner = crate::scan::Scanner::new_cached(&self.rules, self.limits, cache)?;
+        let policy = crate::scan::Policy::load_or_builtin(
+            policy.or(self.policy.as_deref()),
+            scanner.pack(),
+        )?;
+        Ok((scanner, policy))
+    }
 }
 
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("loading configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub enum ConfigError {
+    /// A file or environment value could not be parsed into the settings' types.
+    #[error("loading configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is not allowed (a root user, a host network, a zero limit, ...).
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `sandbox.user`.
+        key: &'static str,
+        /// Why the value is refused, and what is allowed.
+        reason: String,
+    },
+}
 
 impl Settings {
     /// Loads defaults < `file` (if given) < `SKILL_VERIFIER_*` environment.
@@ -142,7 +241,40 @@ impl Settings {
                 .split("__")
                 .ignore(&["server", "token", "config"]),
         );
-        fig.extract().map_err(|e| ConfigError(Box::new(e)))
+        let settings: Settings = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses values that would let a job run less confined than the policy says, or not at
+    /// all: nothing invalid reaches a job. [`Settings::load`] calls it; callers that change
+    /// settings afterwards call it again.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_sandbox(&self.sandbox)?;
+        validate_package(&self.package)?;
+        self.attest.validate()?;
+        let s = &self.server;
+        check(
+            "server.queue_capacity",
+            s.queue_capacity as u64,
+            1,
+            1_000_000,
+        )?;
+        check("server.workers", s.workers as u64, 0, 1024)?;
+        check(
+            "server.request_timeout_secs",
+            s.request_timeout_secs,
+            1,
+            86_400,
+        )?;
+        check(
+            "server.shutdown_grace_secs",
+            s.shutdown_grace_secs,
+            0,
+            86_400,
+        )?;
+        check("server.warm_containers", s.warm_containers as u64, 0, 64)?;
+        Ok(())
     }
 
     /// The data dir: configured, else `$XDG_DATA_HOME/skill-verifier` (or the platform
@@ -155,15 +287,182 @@ impl Settings {
         })
     }
 
-    /// Worker count with 0 resolved to one per core.
+    /// Worker count with 0 resolved to twice the cores, at least 4 (see
+    /// [`ServerSettings::workers`]).
     pub fn workers(&self) -> usize {
         match self.server.workers {
             0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+                .map(|n| n.get().saturating_mul(2))
+                .unwrap_or(1)
+                .max(4),
             n => n,
         }
     }
+}
+
+/// Accepts a string or a bare number (an environment value like `1000` arrives as a number)
+/// as text, so `SKILL_VERIFIER_SANDBOX__USER=1000` means the string "1000".
+pub fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        U(u64),
+        I(i64),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::U(n) => n.to_string(),
+        Text::I(n) => n.to_string(),
+    })
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// `value` must lie in `min..=max`; the bounds say what "absurd" means for each key.
+fn check(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            reason: format!("{value} is outside the allowed range {min}..={max}"),
+        })
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The sandbox policy: every limit present and sane, never root, never the host's network.
+fn validate_sandbox(p: &Policy) -> Result<(), ConfigError> {
+    match p.network.as_str() {
+        "none" => {}
+        other => {
+            return Err(invalid(
+                "sandbox.network",
+                format!("{other:?} would give untrusted code a network; use \"none\""),
+            ))
+        }
+    }
+    validate_user(&p.user)?;
+    for runtime in crate::package::Runtime::ALL {
+        match p.images.get(&runtime) {
+            Some(image) if !image.trim().is_empty() && !image.contains(char::is_whitespace) => {}
+            Some(image) => {
+                return Err(invalid(
+                    "sandbox.images",
+                    format!("runtime {runtime} has an invalid image reference {image:?}"),
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    "sandbox.images",
+                    format!("runtime {runtime} has no image; set sandbox.images.{runtime}"),
+                ))
+            }
+        }
+    }
+    check(
+        "sandbox.timeout_secs",
+        p.timeout_secs,
+        1,
+        p.max_timeout_secs.max(1),
+    )?;
+    check("sandbox.max_timeout_secs", p.max_timeout_secs, 1, 86_400)?;
+    check("sandbox.memory_bytes", p.memory_bytes, 16 * MIB, 256 * GIB)?;
+    if !(p.cpus.is_finite() && p.cpus >= 0.01 && p.cpus <= 1024.0) {
+        return Err(invalid(
+            "sandbox.cpus",
+            format!("{} is outside the allowed range 0.01..=1024", p.cpus),
+        ));
+    }
+    // A pids limit of 0 or -1 means "unlimited" to the engine: a fork bomb's dream.
+    if !(8..=1_000_000).contains(&p.pids) {
+        return Err(invalid(
+            "sandbox.pids",
+            format!("{} is outside the allowed range 8..=1000000", p.pids),
+        ));
+    }
+    check("sandbox.output_bytes", p.output_bytes, KIB, GIB)?;
+    check(
+        "sandbox.output_kill_bytes",
+        p.output_kill_bytes,
+        p.output_bytes,
+        16 * GIB,
+    )?;
+    check("sandbox.work_bytes", p.work_bytes, MIB, 64 * GIB)?;
+    check("sandbox.tmp_bytes", p.tmp_bytes, MIB, 64 * GIB)?;
+    check("sandbox.shm_bytes", p.shm_bytes, 64 * KIB, 64 * GIB)?;
+    check("sandbox.nofile", p.nofile, 16, 1 << 20)?;
+    check("sandbox.fsize_bytes", p.fsize_bytes, MIB, 1 << 50)?;
+    check("sandbox.log_bytes", p.log_bytes, KIB, GIB)?;
+    check("sandbox.kill_grace_secs", p.kill_grace_secs, 0, 600)?;
+    match p.log_driver.as_str() {
+        "none" | "json-file" | "local" => {}
+        other => {
+            return Err(invalid(
+                "sandbox.log_driver",
+                format!("{other:?} is not one of none, json-file, local"),
+            ))
+        }
+    }
+    if let Some(runtime) = &p.oci_runtime {
+        if runtime.is_empty()
+            || !runtime
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "sandbox.oci_runtime",
+                format!("{runtime:?} is not a runtime name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The test user must be a numeric, non-root `uid[:gid]`: a name is resolved inside an image
+/// we do not control, and uid or gid 0 in any spelling (`0`, `00`, `root`, `0:0`) is root.
+fn validate_user(user: &str) -> Result<(), ConfigError> {
+    let key = "sandbox.user";
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    for (what, part) in [("uid", uid), ("gid", gid)] {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                key,
+                format!("{user:?}: the {what} must be a number (e.g. \"65534:65534\")"),
+            ));
+        }
+        match part.parse::<u32>() {
+            Ok(0) => {
+                return Err(invalid(
+                    key,
+                    format!("{user:?}: {what} 0 is root; tests never run as root"),
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(invalid(key, format!("{user:?}: the {what} is too large"))),
+        }
+    }
+    Ok(())
+}
+
+fn validate_package(l: &Limits) -> Result<(), ConfigError> {
+    check("package.archive_bytes", l.archive_bytes, 1, 64 * GIB)?;
+    check("package.unpacked_bytes", l.unpacked_bytes, 1, 256 * GIB)?;
+    check("package.entries", l.entries, 1, 10_000_000)?;
+    check("package.ratio", l.ratio, 1, 1_000_000)?;
+    check("package.depth", l.depth as u64, 1, 4096)?;
+    check("package.component_bytes", l.component_bytes as u64, 1, 4096)?;
+    check("package.skill_md_bytes", l.skill_md_bytes, 64, 64 * MIB)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,6 +475,37 @@ mod tests {
         assert_eq!(s.server.queue_capacity, 1000);
         s.server.tokens = vec!["hunter2".into()];
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn attest_tcb_policy_and_pccs_url_are_validated_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let s = Settings::load(None).unwrap();
+        assert_eq!(s.attest.tcb_policy, vec!["UpToDate".to_string()]);
+        for (toml, key) in [
+            (
+                "[attest]\ntcb_policy = [\"UpToDat\"]\n",
+                "attest.tcb_policy",
+            ),
+            (
+                "[attest]\ntcb_policy = [\"Revoked\"]\n",
+                "attest.tcb_policy",
+            ),
+            ("[attest]\ntcb_policy = []\n", "attest.tcb_policy"),
+            ("[attest]\npccs_url = \"ftp://x\"\n", "attest.pccs_url"),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let err = Settings::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        std::fs::write(
+            &file,
+            "[attest]\ntcb_policy = [\"UpToDate\", \"SWHardeningNeeded\"]\npccs_url = \"https://pccs.example:8081\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.attest.tcb_policy.len(), 2);
     }
 
     #[test]
@@ -194,6 +524,120 @@ mod tests {
             assert_eq!(s.server.queue_capacity, 5);
             assert_eq!(s.server.workers, 7);
             assert_eq!(s.sandbox.timeout_secs, 9);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut Settings)) -> Result<(), ConfigError> {
+        let mut s = Settings::default();
+        f(&mut s);
+        s.validate()
+    }
+
+    fn refused_key(f: impl FnOnce(&mut Settings)) -> &'static str {
+        match with(f) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn root_in_any_spelling_is_refused() {
+        for user in [
+            "0",
+            "00",
+            "root",
+            "0:0",
+            "root:root",
+            "1000:0",
+            "0:1000",
+            "",
+            ":",
+            "x:1",
+        ] {
+            assert_eq!(
+                refused_key(|s| s.sandbox.user = user.into()),
+                "sandbox.user",
+                "{user:?}"
+            );
+        }
+        with(|s| s.sandbox.user = "1000".into()).unwrap();
+        with(|s| s.sandbox.user = "1000:1001".into()).unwrap();
+    }
+
+    #[test]
+    fn a_network_other_than_none_is_refused() {
+        for net in ["host", "bridge", "container:abc", ""] {
+            assert_eq!(
+                refused_key(|s| s.sandbox.network = net.into()),
+                "sandbox.network"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_or_absurd_limits_are_refused_by_key() {
+        assert_eq!(
+            refused_key(|s| s.sandbox.memory_bytes = 0),
+            "sandbox.memory_bytes"
+        );
+        assert_eq!(
+            refused_key(|s| s.sandbox.memory_bytes = u64::MAX),
+            "sandbox.memory_bytes"
+        );
+        assert_eq!(refused_key(|s| s.sandbox.pids = 0), "sandbox.pids");
+        assert_eq!(refused_key(|s| s.sandbox.pids = -1), "sandbox.pids");
+        assert_eq!(refused_key(|s| s.sandbox.cpus = 0.0), "sandbox.cpus");
+        assert_eq!(refused_key(|s| s.sandbox.cpus = f64::NAN), "sandbox.cpus");
+        assert_eq!(
+            refused_key(|s| s.sandbox.timeout_secs = 0),
+            "sandbox.timeout_secs"
+        );
+        assert_eq!(
+            refused_key(|s| s.sandbox.output_bytes = 0),
+            "sandbox.output_bytes"
+        );
+        assert_eq!(
+            refused_key(|s| s.sandbox.work_bytes = 0),
+            "sandbox.work_bytes"
+        );
+        assert_eq!(
+            refused_key(|s| s.server.queue_capacity = 0),
+            "server.queue_capacity"
+        );
+        assert_eq!(refused_key(|s| s.package.entries = 0), "package.entries");
+    }
+
+    #[test]
+    fn a_runtime_without_an_image_is_refused() {
+        let key = refused_key(|s| {
+            s.sandbox.images.remove(&crate::package::Runtime::Node);
+        });
+        assert_eq!(key, "sandbox.images");
+        let err = with(|s| {
+            s.sandbox.images.remove(&crate::package::Runtime::Node);
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("node"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn load_refuses_a_bad_environment_value_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SKILL_VERIFIER_SANDBOX__USER", "0:0");
+            let err = Settings::load(None).unwrap_err();
+            assert!(err.to_string().contains("sandbox.user"), "{err}");
             Ok(())
         });
     }

@@ -6,14 +6,16 @@
 //! Every module under `src/` is one stage of a job's life, and data flows one way:
 //!
 //! ```text
-//! api ──► jobs ──► package ──► sandbox ──► attest ──► store
-//! (HTTP)  (queue,  (untrusted  (container  (statement,  (SQLite rows,
-//!          workers)  archive →   spec →      DSSE, keys,  blobs)
-//!                    tree +      Docker)     quotes)
-//!                    manifest)
+//! api ──► jobs ──► package ──► scan ──► sandbox ──► attest ──► store
+//! (HTTP)  (queue,  (untrusted  (rules →  (container  (statement,  (SQLite rows,
+//!          workers)  archive →   findings, spec →      verdict,     blobs)
+//!                    tree +      policy)   Docker)     DSSE, keys,
+//!                    manifest)                         quotes)
 //! ```
 //!
 //! - [`package`]: hostile archive in, validated skill tree + manifest + digests out.
+//! - [`scan`]: pure static analysis (YARA-X rule pack + native checks) → findings, network
+//!   endpoints, and the verdict policy.
 //! - [`sandbox`]: container spec as plain data, the bollard runner, runner images.
 //! - [`attest`]: in-toto statement, DSSE envelope, Ed25519 keys, TEE quote providers.
 //! - [`store`]: durable job rows (SQLite, WAL) and content-addressed blobs.
@@ -22,15 +24,18 @@
 //! - [`config`]: the one `Settings` struct (defaults < file < environment < flags).
 //! - [`cli`]: the command line; `main.rs` only calls into it.
 //! - [`digest`], [`ids`]: the `Sha256Digest` and `JobId` newtypes shared by every stage.
+//! - [`fsutil`]: private files and directories, and their fsyncs.
 
 pub mod api;
 pub mod attest;
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod fsutil;
 pub mod ids;
 pub mod jobs;
 pub mod package;
+pub mod scan;
 
 pub mod sandbox;
 pub mod store;

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{shell_skill, skill_md, tar_gz, zip, InstantRunner, TestServer};
 use serde_json::Value;
+use skill_verifier::attest::statement::Status;
+use skill_verifier::store::{JobStatus, Phase};
 
 async fn error_code(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
@@ -122,7 +124,7 @@ async fn refuses_bad_requests_with_specific_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(resp).await, (400, "invalid_status".into()));
+    assert_eq!(error_code(resp).await, (400, "invalid_query".into()));
 
     // Nothing above created a job or left a partial upload.
     server.assert_nothing_accepted().await;
@@ -253,7 +255,7 @@ async fn multipart_upload_cache_hits_and_listing() {
     let job: Value = resp.json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_string();
     let done = server.wait(&id, 30).await;
-    assert_eq!(done.status, "passed");
+    assert_eq!(done.status, JobStatus::Passed);
     assert_eq!(done.attempt, 1);
 
     // Identical package, identical policy: the earlier job, at once.
@@ -344,9 +346,9 @@ async fn passing_and_failing_skills_end_to_end_with_verifiable_attestations() {
 
     let pass = server.wait(pass["id"].as_str().unwrap(), 60).await;
     let fail = server.wait(fail["id"].as_str().unwrap(), 60).await;
-    assert_eq!(pass.status, "passed", "{pass:?}");
-    assert_eq!(pass.result.as_ref().unwrap().status, "PASSED");
-    assert_eq!(fail.status, "failed", "{fail:?}");
+    assert_eq!(pass.status, JobStatus::Passed, "{pass:?}");
+    assert_eq!(pass.result.as_ref().unwrap().status, Status::Passed);
+    assert_eq!(fail.status, JobStatus::Failed, "{fail:?}");
     assert_eq!(fail.result.as_ref().unwrap().exit_code, 3);
 
     for (job, status) in [(&pass, "PASSED"), (&fail, "FAILED")] {
@@ -399,7 +401,7 @@ async fn cancelling_a_running_job_kills_its_container_quickly() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let j = server.job(&id).await;
-        if j.status == "running" && j.phase.as_deref() == Some("running") {
+        if j.status == JobStatus::Running && j.phase == Some(Phase::Running) {
             break;
         }
         assert!(Instant::now() < deadline, "job never started: {j:?}");
@@ -417,7 +419,7 @@ async fn cancelling_a_running_job_kills_its_container_quickly() {
     assert_eq!(resp.status(), 202);
     let done = server.wait(&id, 10).await;
     let took = clock.elapsed();
-    assert_eq!(done.status, "cancelled");
+    assert_eq!(done.status, JobStatus::Cancelled);
     assert!(took < Duration::from_secs(2), "cancel took {took:?}");
     let resp = server
         .client

@@ -48,10 +48,6 @@ fn keygen(dir: &Path) -> (i32, String, String) {
     run(&["keygen".as_ref(), "--out".as_ref(), dir.as_os_str()])
 }
 
-fn write_envelope(path: &Path, env: &Envelope) {
-    std::fs::write(path, serde_json::to_vec_pretty(env).unwrap()).unwrap();
-}
-
 #[test]
 fn keygen_writes_a_0600_private_key_and_a_public_pem_and_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
@@ -166,18 +162,16 @@ fn write_skill(root: &Path, script: &str) {
     std::fs::write(root.join("scripts/hello.sh"), script).unwrap();
 }
 
-/// `--package` recomputes the tree digest with the package stage. Needs `package::load`
-/// (issue 2); before that stage is merged this test panics in `todo!()`.
+/// `--package` recomputes the tree digest with the package stage.
 #[tokio::test]
 async fn package_flag_checks_the_tree_digest() {
     let tmp = tempfile::tempdir().unwrap();
     let skill = tmp.path().join("hello-skill");
     write_skill(&skill, "echo hello\n");
     let limits = skill_verifier::package::Limits::default();
-    let tree: Sha256Digest =
-        skill_verifier::package::load(&skill, &tmp.path().join("work"), &limits)
-            .unwrap()
-            .tree_sha256;
+    let tree: Sha256Digest = skill_verifier::package::inspect(&skill, &limits)
+        .unwrap()
+        .tree_sha256;
 
     let keys = tmp.path().join("keys");
     assert_eq!(keygen(&keys).0, 0);

@@ -10,7 +10,7 @@ use skill_verifier::attest::dsse::Envelope;
 use skill_verifier::attest::keys::Signer;
 use skill_verifier::attest::quote::{NoQuoteProvider, QuoteProvider};
 use skill_verifier::attest::verify::{verify_envelope, QuoteCheck, VerifyError};
-use skill_verifier::attest::{canonical_json, dsse, report_data, sign_statement};
+use skill_verifier::attest::{canonical_json, dsse, report_data_bound, sign_statement, Binding};
 use skill_verifier::digest::Sha256Digest;
 
 async fn signed(signer: &Signer) -> Envelope {
@@ -39,10 +39,16 @@ async fn a_signed_statement_verifies_and_says_simulated() {
     let tee = st.predicate.tee.as_ref().unwrap();
     assert_eq!(tee.provider, "simulated");
     assert_eq!(tee.extra.get("simulated"), Some(&Value::Bool(true)));
-    // report_data is the documented function of the statement without tee and the key.
+    // report_data is the documented v2 function of the statement with tee cut to its bound
+    // fields, and the key.
+    assert_eq!(tee.extra.get("binding"), Some(&Value::from("v2")));
     assert_eq!(
         tee.report_data,
-        hex::encode(report_data(st, &signer.verifying_key()))
+        hex::encode(report_data_bound(
+            &payload_value(&env),
+            &signer.verifying_key(),
+            Binding::V2
+        ))
     );
     let text = v.summary.join("\n");
     assert!(text.contains("signature: ok"), "{text}");
@@ -300,16 +306,26 @@ async fn inconsistent_statements_are_refused() {
         VerifyError::MissingTee
     );
 
+    // The provider is bound: changing it breaks report_data; with report_data recomputed
+    // for the new name, the provider itself is refused.
     let mut v = payload_value(&env);
     v["predicate"]["tee"]["provider"] = "sgx-magic".into();
+    assert!(matches!(
+        verify_envelope(&resign(&v, &signer), &key, None),
+        Err(VerifyError::ReportDataMismatch { .. })
+    ));
+    v["predicate"]["tee"]["report_data"] =
+        hex::encode(report_data_bound(&v, &key, Binding::V2)).into();
     assert!(matches!(
         verify_envelope(&resign(&v, &signer), &key, None),
         Err(VerifyError::UnknownQuoteProvider(_))
     ));
 
-    // Claiming "none" while a quote is present.
+    // Claiming "none" while a quote is present (report_data fixed up for the new name).
     let mut v = payload_value(&env);
     v["predicate"]["tee"]["provider"] = "none".into();
+    v["predicate"]["tee"]["report_data"] =
+        hex::encode(report_data_bound(&v, &key, Binding::V2)).into();
     assert_eq!(
         verify_envelope(&resign(&v, &signer), &key, None).unwrap_err(),
         VerifyError::UnexpectedQuote
@@ -353,4 +369,35 @@ async fn a_provider_that_quotes_other_report_data_is_refused_at_signing() {
         err,
         skill_verifier::attest::AttestError::QuoteReportData
     ));
+}
+
+/// An attestation bound the way this verifier bound them before v2 (no `tee.binding`,
+/// `predicate.tee` left out of report_data) still verifies, and says it is v1.
+#[tokio::test]
+async fn a_v1_binding_attestation_still_verifies() {
+    let signer = Signer::generate();
+    let key = signer.verifying_key();
+    let env = signed(&signer).await;
+    let mut v = payload_value(&env);
+    v["predicate"]["tee"]
+        .as_object_mut()
+        .unwrap()
+        .remove("binding");
+    let rd = skill_verifier::attest::report_data_of_value(&v, &key);
+    assert_eq!(rd, report_data_bound(&v, &key, Binding::V1));
+    v["predicate"]["tee"]["report_data"] = hex::encode(rd).into();
+    v["predicate"]["tee"]["quote"] = hex::encode(simulated().quote_bytes(&rd)).into();
+    let verified = verify_envelope(&resign(&v, &signer), &key, None).unwrap();
+    assert!(
+        verified
+            .summary
+            .join("\n")
+            .contains("report_data binding: ok (v1"),
+        "{:?}",
+        verified.summary
+    );
+    // Under v1 the tee fields are not bound: the same change that v2 refuses passes here,
+    // which is why v2 exists.
+    v["predicate"]["tee"]["note"] = "edited".into();
+    assert!(verify_envelope(&resign(&v, &signer), &key, None).is_ok());
 }

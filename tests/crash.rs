@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use skill_verifier::store::JobStatus;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,8 +128,7 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
     for id in &ids {
         loop {
             let j = job(&client, &url, id).await;
-            let status = j["status"].as_str().unwrap().to_string();
-            if ["passed", "failed", "error", "cancelled"].contains(&status.as_str()) {
+            if status_of(&j).is_finished() {
                 finished.push(j);
                 break;
             }
@@ -151,7 +151,7 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
     .unwrap();
     let mut retried = 0;
     for j in &finished {
-        assert_eq!(j["status"], "passed", "{j}");
+        assert_eq!(status_of(j), JobStatus::Passed, "{j}");
         let attempt = j["attempt"].as_u64().unwrap();
         if attempt > 1 {
             retried += 1;
@@ -179,12 +179,9 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
     }
     let status = daemon.wait().unwrap();
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
-    let store =
-        skill_verifier::store::SqliteStore::open(&data.path().join("skill-verifier.db")).unwrap();
-    use skill_verifier::store::Store;
+    let db = data.path().join("skill-verifier.db");
     for id in &ids {
-        let id = skill_verifier::ids::JobId::parse(id).unwrap();
-        assert_eq!(store.attestation_count(id).await.unwrap(), 1, "job {id}");
+        assert_eq!(common::attestation_rows(&db, id), 1, "job {id}");
     }
     assert_eq!(
         labelled_containers(instance.trim()),
@@ -207,7 +204,7 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
     wait_healthy(&client, &url).await;
     let resp = client
         .post(format!("{url}/verify"))
-        .body(common::shell_skill("outlives-grace", "sleep 6; echo done"))
+        .body(common::shell_skill("outlives-grace", "sleep 20; echo done"))
         .send()
         .await
         .unwrap();
@@ -228,9 +225,10 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
         libc::kill(daemon.id() as i32, libc::SIGTERM);
     }
     assert!(daemon.wait().unwrap().success(), "SIGTERM exits cleanly");
-    // Grace (1 s) + kill + re-queue, well before the test's own 6 s would have ended.
+    // Grace (1 s) + kill + re-queue + removing the warm pool, well before the test's own
+    // 20 s would have ended.
     assert!(
-        clock.elapsed() < Duration::from_secs(5),
+        clock.elapsed() < Duration::from_secs(12),
         "took {:?}",
         clock.elapsed()
     );
@@ -249,7 +247,8 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
         let row = store.get_job(jid).await.unwrap().unwrap();
         assert_eq!(row.status, JobStatus::Queued, "re-queued, not failed");
         assert_eq!(row.attempt, 1);
-        assert_eq!(store.attestation_count(jid).await.unwrap(), 0);
+        let db = data.path().join("skill-verifier.db");
+        assert_eq!(common::attestation_rows(&db, &id), 0);
     }
 
     let mut daemon = spawn_daemon(data.path(), port);
@@ -257,17 +256,22 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
         let j = job(&client, &url, &id).await;
-        if j["status"] != "queued" && j["status"] != "running" {
+        if status_of(&j).is_finished() {
             break j;
         }
         assert!(Instant::now() < deadline, "never finished: {j}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(done["status"], "passed", "{done}");
+    assert_eq!(status_of(&done), JobStatus::Passed, "{done}");
     assert_eq!(done["attempt"], 2);
     unsafe {
         libc::kill(daemon.id() as i32, libc::SIGTERM);
     }
     assert!(daemon.wait().unwrap().success());
     assert_eq!(labelled_containers(instance.trim()), 0);
+}
+
+/// A job's status, parsed into the API's enum.
+fn status_of(job: &Value) -> JobStatus {
+    serde_json::from_value(job["status"].clone()).expect("a known job status")
 }

@@ -5,11 +5,11 @@
 //! docs/packages.md for the figures).
 //!
 //! Properties, for any input:
-//! - `load` returns (never panics, never hangs);
-//! - nothing outside the work dir changes;
-//! - on error the work dir is gone;
-//! - on success the unpacked tree holds only regular files and directories, and
-//!   re-validating the extracted work dir as a directory gives the same tree digest.
+//! - `read` returns (never panics, never hangs);
+//! - on error nothing at all was written (no output, no spool);
+//! - on success only the output tar was written; it holds only regular files and
+//!   directories with fixed metadata, and reading it again gives the same tree digest and a
+//!   byte-identical tar.
 
 mod package_support;
 
@@ -29,26 +29,29 @@ fn check_any_input(bytes: &[u8]) -> Result<(), TestCaseError> {
     let world = World::new();
     let input = world.archive(bytes);
     let before = world.snapshot();
-    let result = package::load(&input, &world.work_dir(), &small_limits());
+    let result = package::read(&input, &world.tar_out(), &small_limits());
     match result {
         Ok(pkg) => {
-            package::tree_entries(&pkg.root)
-                .map_err(|e| TestCaseError::fail(format!("unpacked tree invalid: {e}")))?;
-            // Re-validate what was extracted, from the same base (the work dir), so the
-            // skill-root rule and root-relative checks apply exactly as they did.
-            let again = package::load(
-                &world.work_dir(),
-                &world.root().join("unused"),
-                &small_limits(),
-            )
-            .map_err(|e| TestCaseError::fail(format!("re-validation failed: {e}")))?;
+            // Only regular files and directories, fixed metadata (checked by `tar_items`).
+            let items = tar_items(&pkg.tar.path);
+            prop_assert_eq!(
+                items.iter().filter(|(_, i)| i.kind == 'f').count() as u64,
+                pkg.files
+            );
+            // The normalised tar read again is a fixed point: same digest, same bytes.
+            let again_out = world.root().join("again.tar");
+            let again = package::read(&pkg.tar.path, &again_out, &small_limits())
+                .map_err(|e| TestCaseError::fail(format!("re-reading the tar failed: {e}")))?;
             prop_assert_eq!(again.tree_sha256, pkg.tree_sha256);
-            // Everything else is unchanged: drop the work dir from the comparison.
-            std::fs::remove_dir_all(world.work_dir()).unwrap();
-            prop_assert_eq!(world.snapshot(), before);
+            prop_assert_eq!(again.tar.sha256, pkg.tar.sha256);
+            // Nothing else was written.
+            let mut after = world.snapshot();
+            prop_assert!(after.0.remove(&world.tar_out()).is_some());
+            prop_assert!(after.0.remove(&again_out).is_some());
+            prop_assert_eq!(after, before);
         }
         Err(e) => {
-            prop_assert!(!world.work_dir().exists(), "work dir left after {}", e);
+            prop_assert!(!world.tar_out().exists(), "output left after {}", e);
             prop_assert_eq!(world.snapshot(), before);
         }
     }

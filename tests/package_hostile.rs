@@ -603,3 +603,14 @@ fn verify_timeout_not_a_positive_integer() {
         "invalid_timeout",
     );
 }
+
+#[test]
+fn tar_drive_prefix_below_the_skill_folder() {
+    // Found by cargo fuzz: `s/C:x/...` is fine as stored, but the skill root `s/` makes
+    // `C:x` the first component of the normalised tar's path.
+    let bytes = Tar::new()
+        .file("s/SKILL.md", &skill_md("s"))
+        .file("s/C:x/a.txt", b"a")
+        .finish();
+    assert_refused(&bytes, &limits(), "windows_prefix");
+}

@@ -7,10 +7,15 @@ use std::process::{Command, Output};
 
 use package_support::*;
 
-/// Runs `inspect` with a private TMPDIR so the test can prove the unpack dir is removed.
+/// Runs `inspect` with a private TMPDIR so the test can prove nothing is written there.
 fn inspect(path: &Path, tmp: &Path) -> Output {
+    inspect_with(&[], path, tmp)
+}
+
+fn inspect_with(flags: &[&str], path: &Path, tmp: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
         .arg("inspect")
+        .args(flags)
         .arg(path)
         .env("TMPDIR", tmp)
         .env("SKILL_VERIFIER_DATA_DIR", tmp.join("data"))
@@ -35,7 +40,7 @@ fn valid_package_prints_its_facts_as_json() {
         .exec("hello/run.sh", b"echo hello\n")
         .finish());
     let input = world.archive(&bytes);
-    let out = inspect(&input, &tmp);
+    let out = inspect_with(&["--no-scan"], &input, &tmp);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -57,7 +62,7 @@ fn valid_package_prints_its_facts_as_json() {
     assert_eq!(json["test"]["runtime"], "shell");
     assert_eq!(json["test"]["timeout_secs"], 60);
     assert_eq!(json["test"]["source"], "declared");
-    // The temporary unpack dir is gone.
+    // Nothing was written: `inspect --no-scan` reads and hashes, it makes no tar and no spool.
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
@@ -110,11 +115,32 @@ fn garbage_and_missing_paths_exit_2() {
 }
 
 #[test]
+fn inspect_no_scan_needs_no_writable_temporary_directory() {
+    let (world, _tmp) = fixture();
+    let input = world.archive(&Tar::new().file("SKILL.md", &skill_md("x")).finish());
+    // A TMPDIR that does not exist: `inspect --no-scan` writes nothing, so it does not care.
+    let before = world.snapshot();
+    let out = inspect_with(&["--no-scan"], &input, &world.root().join("no-such-tmp"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(world.snapshot(), before);
+}
+
+#[test]
 fn our_own_io_failure_exits_3() {
     let (world, _tmp) = fixture();
     let input = world.archive(&Tar::new().file("SKILL.md", &skill_md("x")).finish());
-    // TMPDIR that does not exist: the verifier cannot make its work dir.
+    // The scan reads content from the normalised tar in a private temporary directory: with
+    // no usable TMPDIR that is the verifier's failure (3), not the package's (2).
     let out = inspect(&input, &world.root().join("no-such-tmp"));
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -66,9 +66,45 @@ fn dot_skill_and_flat_targz_have_the_same_tree_digest() {
     assert_eq!(zip_pkg.manifest.name, "pdf-tools");
     assert_eq!((zip_pkg.files, tgz_pkg.files), (4, 4));
     assert_eq!(zip_pkg.bytes, tgz_pkg.bytes);
-    // The .skill's root is its top folder; the flat archive's root is the work dir.
-    assert!(zip_pkg.root.ends_with("work/pdf-tools"));
-    assert!(tgz_pkg.root.ends_with("work"));
+    // The .skill's root is its top folder, which the tar leaves out: both containers make
+    // the same normalised tar, byte for byte.
+    let zip_tar = std::fs::read(&zip_pkg.tar.path).unwrap();
+    let tgz_tar = std::fs::read(&tgz_pkg.tar.path).unwrap();
+    assert_eq!(zip_tar, tgz_tar);
+    assert_eq!(zip_pkg.tar.sha256, tgz_pkg.tar.sha256);
+    assert_eq!(zip_pkg.tar.len, zip_tar.len() as u64);
+    assert_eq!(
+        zip_pkg.tar.sha256,
+        skill_verifier::digest::Sha256Digest::of(&zip_tar)
+    );
+    let paths: Vec<String> = tar_items(&zip_pkg.tar.path)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "canonical order");
+    assert!(
+        paths.iter().all(|p| !p.starts_with("pdf-tools")),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn file_facts_point_at_each_file_in_the_tar() {
+    let (pkg, _w) = load_ok(&dot_skill(), &limits());
+    let tar = std::fs::read(&pkg.tar.path).unwrap();
+    let files = tar_files(&pkg);
+    assert_eq!(pkg.file_facts.len(), files.len());
+    for fact in &pkg.file_facts {
+        let at = fact.tar_offset.unwrap() as usize;
+        let content = &tar[at..at + fact.len as usize];
+        assert_eq!(content, files[&fact.path].1.as_slice(), "{}", fact.path);
+        assert_eq!(
+            fact.sha256,
+            *skill_verifier::digest::Sha256Digest::of(content).as_bytes()
+        );
+    }
 }
 
 #[test]
@@ -89,28 +125,17 @@ fn executable_bit_survives_and_special_bits_do_not() {
         .entry(b"data.txt", kind::FILE, 0o2666, b"d") // setgid, world-writable
         .finish();
     let (pkg, _w) = load_ok(&bytes, &limits());
-    let mode = |p: &str| {
-        std::fs::metadata(pkg.root.join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777
-    };
-    assert_eq!(mode("run.sh"), 0o755);
-    assert_eq!(mode("data.txt"), 0o644);
-    let entries = package::tree_entries(&pkg.root).unwrap();
-    let run = entries.iter().find(|e| e.path == "run.sh").unwrap();
+    let files = tar_files(&pkg);
+    assert_eq!(files["run.sh"].0, 0o755);
+    assert_eq!(files["data.txt"].0, 0o644);
+    let run = pkg.file_facts.iter().find(|e| e.path == "run.sh").unwrap();
     assert!(run.executable);
 }
 
 #[test]
 fn zip_executable_bit_survives() {
     let (pkg, _w) = load_ok(&dot_skill(), &limits());
-    let mode = std::fs::metadata(pkg.root.join("scripts/run.sh"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(tar_files(&pkg)["scripts/run.sh"].0, 0o755);
 }
 
 #[test]
@@ -149,16 +174,23 @@ fn system_tar_and_a_directory_agree_with_the_built_archives() {
         .status()
         .unwrap();
     assert!(status.success());
-    let from_tar = package::load(&tgz, &world.root().join("w1"), &limits()).unwrap();
-    let from_dir = package::load(&dir, &world.root().join("w2"), &limits()).unwrap();
+    let before = world.snapshot();
+    let from_tar = package::read(&tgz, &world.root().join("w1.tar"), &limits()).unwrap();
+    let from_dir = package::read(&dir, &world.root().join("w2.tar"), &limits()).unwrap();
     let (from_zip, _w) = load_ok(&dot_skill(), &limits());
     assert_eq!(from_tar.tree_sha256, from_zip.tree_sha256);
     assert_eq!(from_dir.tree_sha256, from_zip.tree_sha256);
     assert_eq!(from_dir.format, Format::Directory);
     assert_eq!(from_dir.archive_sha256, None);
-    assert_eq!(from_dir.root, dir);
-    // A directory is validated in place: the work dir is never created.
-    assert!(!world.root().join("w2").exists());
+    // Every input format makes the same normalised tar.
+    let zip_tar = std::fs::read(&from_zip.tar.path).unwrap();
+    assert_eq!(std::fs::read(&from_tar.tar.path).unwrap(), zip_tar);
+    assert_eq!(std::fs::read(&from_dir.tar.path).unwrap(), zip_tar);
+    // A directory is read in place: nothing but the two output tars was written.
+    let mut after = world.snapshot();
+    assert!(after.0.remove(&world.root().join("w1.tar")).is_some());
+    assert!(after.0.remove(&world.root().join("w2.tar")).is_some());
+    assert_eq!(after, before);
 }
 
 #[test]
@@ -184,8 +216,9 @@ fn long_names_via_gnu_and_pax_and_a_git_archive_global_header_are_accepted() {
         .pax_file(&[("path", longer.as_bytes())], "short", b"pax")
         .finish();
     let (pkg, _w) = load_ok(&bytes, &limits());
-    assert_eq!(std::fs::read(pkg.root.join(&long)).unwrap(), b"gnu");
-    assert_eq!(std::fs::read(pkg.root.join(&longer)).unwrap(), b"pax");
+    let files = tar_files(&pkg);
+    assert_eq!(files[&long].1, b"gnu");
+    assert_eq!(files[&longer].1, b"pax");
 }
 
 #[test]
@@ -201,7 +234,7 @@ fn pax_size_overrides_the_header_size() {
     data.resize(512, 0);
     let bytes = t.raw(&h).raw(&data).finish();
     let (pkg, _w) = load_ok(&bytes, &limits());
-    assert_eq!(std::fs::read(pkg.root.join("a.txt")).unwrap(), b"hello");
+    assert_eq!(tar_files(&pkg)["a.txt"].1, b"hello");
 }
 
 #[test]
@@ -211,8 +244,8 @@ fn archive_root_wins_when_there_is_more_than_one_top_level_entry() {
         .file("x/SKILL.md", &skill_md("x"))
         .file("other.txt", b"o")
         .finish();
-    let (pkg, w) = load_ok(&bytes, &limits());
-    assert_eq!(pkg.root, w.work_dir());
+    let (pkg, _w) = load_ok(&bytes, &limits());
+    assert!(tar_files(&pkg).contains_key("x/SKILL.md"));
     assert_eq!(pkg.files, 3);
 }
 
@@ -221,21 +254,20 @@ fn single_top_folder_without_skill_md_is_not_a_root() {
     let bytes = Tar::new().file("x/README.md", b"r").finish();
     let world = World::new();
     let input = world.archive(&bytes);
-    let err = package::load(&input, &world.work_dir(), &limits()).unwrap_err();
+    let err = package::read(&input, &world.tar_out(), &limits()).unwrap_err();
     assert_eq!(err.code(), "missing_skill_md");
-    assert!(!world.work_dir().exists());
+    assert!(!world.tar_out().exists());
 }
 
 #[test]
-fn an_existing_work_dir_is_refused_and_left_alone() {
+fn an_existing_output_is_refused_and_left_alone() {
     let world = World::new();
-    std::fs::create_dir(world.work_dir()).unwrap();
-    std::fs::write(world.work_dir().join("keep"), b"k").unwrap();
+    std::fs::write(world.tar_out(), b"keep").unwrap();
     let input = world.archive(&flat_targz());
-    let err = package::load(&input, &world.work_dir(), &limits()).unwrap_err();
-    assert!(matches!(err, PackageError::WorkDirExists { .. }));
+    let err = package::read(&input, &world.tar_out(), &limits()).unwrap_err();
+    assert!(matches!(err, PackageError::OutputExists { .. }));
     assert!(!err.is_invalid_package());
-    assert!(world.work_dir().join("keep").exists());
+    assert_eq!(std::fs::read(world.tar_out()).unwrap(), b"keep");
 }
 
 #[test]
@@ -245,8 +277,9 @@ fn a_directory_with_a_symlink_is_refused_in_place() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("SKILL.md"), skill_md("s")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
-    let err = package::load(&dir, &world.work_dir(), &limits()).unwrap_err();
+    let err = package::read(&dir, &world.tar_out(), &limits()).unwrap_err();
     assert_eq!(err.code(), "symlink");
+    assert!(!world.tar_out().exists());
     assert!(
         dir.join("passwd").exists(),
         "validation must not modify the directory"

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_support::*;
 use skill_verifier::package::Runtime;
-use skill_verifier::sandbox::Policy;
+use skill_verifier::sandbox::{Isolation, Policy};
 
 #[tokio::test]
 async fn a_fork_bomb_ends_and_the_host_is_fine() {
@@ -21,8 +21,10 @@ async fn a_fork_bomb_ends_and_the_host_is_fine() {
     )
     .await;
     let took = begun.elapsed();
-    assert!(out.timed_out, "{out:?}");
-    assert!(took < Duration::from_secs(4 + 2 + 10), "took {took:?}");
+    // runc: the shell survives its failed forks and sleeps into the deadline; gVisor: the
+    // shell itself dies of a failed fork (exit 2). Either way it ends, within the bound.
+    assert!(out.timed_out || out.exit_code != 0, "{out:?}");
+    assert!(took < bound(4, &policy()), "took {took:?}");
     // The pids limit held: forks failed inside, and the engine runs the next test normally.
     let next = sh(&r, &inst, "echo fine", Some(20)).await;
     assert_eq!(next.exit_code, 0);
@@ -45,10 +47,20 @@ async fn the_pids_limit_caps_processes() {
     )
     .await;
     let s = text(&out.stdout);
-    let mut lines = s.lines();
-    assert_eq!(lines.next(), Some("128"), "{out:?}");
-    let procs: u32 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
-    assert!(procs > 100 && procs <= 128, "{procs} processes, {out:?}");
+    // gVisor shows no cgroup files inside; the count (the last line) must hold either way.
+    if isolation() == Isolation::Runc {
+        assert_eq!(s.lines().next(), Some("128"), "{out:?}");
+    }
+    let procs: u32 = s.lines().last().and_then(|l| l.parse().ok()).unwrap_or(0);
+    if isolation() == Isolation::Runc {
+        assert!(procs > 100 && procs <= 128, "{procs} processes, {out:?}");
+    } else {
+        // Under gVisor the engine's pids cgroup counts the sandbox's host threads (the
+        // Sentry's), so forking fails well before 128 guest processes and the shell dies
+        // of it (exit 2): the cap holds, more tightly.
+        assert!(procs <= 128, "{procs} processes, {out:?}");
+        assert!(out.exit_code != 0 || procs > 0, "{out:?}");
+    }
     assert_no_leftovers(&r, &inst).await;
 }
 

@@ -93,3 +93,127 @@ async fn timeouts_still_apply_per_job_in_warm_containers() {
     runner.settle().await;
     assert_no_leftovers(&runner, &instance).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_containers_deadline_starts_when_its_command_arrives() {
+    let Some(runner) = runner().await else { return };
+    let runner = runner.with_warm_pool(1);
+    let instance = instance();
+    let t = tree(&[]);
+    let policy = policy();
+    // The first run fills the pool behind it.
+    let first = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "true",
+        Some(30),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.exit_code, 0);
+    // The warm container now sits idle, started, for longer than the next job's timeout
+    // (the margins leave room for a loaded machine: the job itself needs 2 s of its 5).
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let begun = std::time::Instant::now();
+    let out = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "sleep 2; echo done",
+        Some(5),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.timed_out, "idle time was charged to the job: {out:?}");
+    assert_eq!(text(&out.stdout), "done\n");
+    assert!(out.duration_ms >= 2000 && out.duration_ms < 5000, "{out:?}");
+    assert!(begun.elapsed() < bound(5, &policy));
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_holds_started_containers_and_settle_removes_them() {
+    let Some(runner) = runner().await else { return };
+    let runner = runner.with_warm_pool(2);
+    let instance = instance();
+    let t = tree(&[]);
+    let policy = policy();
+    run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "true",
+        Some(30),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    // Let the refill finish: two containers, started and waiting for a command.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=dev.skill-verifier.instance={instance}"),
+            "--format",
+            "{{.State}}",
+        ])
+        .output()
+        .unwrap();
+    let states = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        states.lines().filter(|l| *l == "running").count(),
+        2,
+        "{states}"
+    );
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prewarming_starts_containers_before_any_job_and_a_job_takes_one() {
+    let Some(runner) = runner().await else { return };
+    let runner = runner.with_warm_pool(1);
+    let instance = instance();
+    let policy = policy();
+    runner.prewarm(&spec(&instance, Runtime::Shell, "true", None, &policy));
+    let begun = std::time::Instant::now();
+    let running = || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=dev.skill-verifier.instance={instance}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    while running() < 1 {
+        assert!(begun.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let t = tree(&[]);
+    let out = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "echo warm",
+        Some(10),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&out.stdout), "warm\n");
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}

@@ -1,5 +1,7 @@
 //! The SQLite store against real database files.
 
+mod common;
+
 use skill_verifier::digest::Sha256Digest;
 use skill_verifier::ids::JobId;
 use skill_verifier::store::{
@@ -15,10 +17,11 @@ fn new_job(name: &str, cache_key: Option<&str>) -> NewJob {
             archive_sha256: Sha256Digest::of(b"archive"),
             files: 2,
             bytes: 10,
-            runtime: "shell".into(),
-            test_source: "declared".into(),
+            runtime: skill_verifier::package::Runtime::Shell,
+            test_source: skill_verifier::package::TestSource::Declared,
         },
-        archive: Sha256Digest::of(b"archive"),
+        tree_tar: Sha256Digest::of(b"tree tar"),
+        facts: Sha256Digest::of(b"facts"),
         cache_key: cache_key.map(str::to_string),
     }
 }
@@ -27,12 +30,14 @@ fn passed(att: &[u8]) -> Finish {
     Finish {
         status: JobStatus::Passed,
         result: Some(ResultSummary {
-            status: "PASSED".into(),
+            status: skill_verifier::attest::statement::Status::Passed,
             exit_code: 0,
             duration_ms: 5,
             timed_out: false,
             oom_killed: false,
             output_truncated: false,
+            verdict: None,
+            findings: Default::default(),
         }),
         error: None,
         attestation: Some(Sha256Digest::of(att)),
@@ -54,10 +59,9 @@ async fn claims_oldest_first_and_finishes_each_attempt_once() {
     assert_eq!(claimed.status, JobStatus::Running);
     assert_eq!(claimed.attempt, 1);
     assert_eq!(claimed.phase, Some(Phase::Unpacking));
-    store.set_phase(a.id, 1, Phase::Running).await.unwrap();
     assert_eq!(
         store.get_job(a.id).await.unwrap().unwrap().phase,
-        Some(Phase::Running)
+        Some(Phase::Unpacking)
     );
 
     assert!(store.finish(a.id, 1, passed(b"env-1")).await.unwrap());
@@ -67,7 +71,10 @@ async fn claims_oldest_first_and_finishes_each_attempt_once() {
     assert_eq!(done.status, JobStatus::Passed);
     assert_eq!(done.attestation, Some(Sha256Digest::of(b"env-1")));
     assert!(done.finished_at.is_some());
-    assert_eq!(store.attestation_count(a.id).await.unwrap(), 1);
+    assert_eq!(
+        common::attestation_rows(&dir.path().join("db.sqlite"), &a.id.to_string()),
+        1
+    );
 
     assert_eq!(store.claim_next().await.unwrap().unwrap().id, b.id);
     assert!(store.claim_next().await.unwrap().is_none());
@@ -92,7 +99,7 @@ async fn running_jobs_survive_a_reopen_and_are_requeued_with_the_next_attempt() 
     // The stale attempt cannot finish any more.
     assert!(!store.finish(id, 1, passed(b"stale")).await.unwrap());
     assert!(store.finish(id, 2, passed(b"fresh")).await.unwrap());
-    assert_eq!(store.attestation_count(id).await.unwrap(), 1);
+    assert_eq!(common::attestation_rows(&path, &id.to_string()), 1);
 }
 
 #[tokio::test]

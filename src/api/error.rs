@@ -24,6 +24,28 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// `Query<T>` whose rejection answers in the API's error shape (400 `invalid_query`), not
+/// axum's plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
+    }
+}
+
 /// The error body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -129,7 +151,6 @@ impl From<SubmitError> for ApiError {
             },
             SubmitError::Package(p) => p.into(),
             SubmitError::Store(s) => s.into(),
-            SubmitError::Validate(_) => ApiError::internal("validating the package", &e),
         }
     }
 }

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys};
 use super::AppState;
 use crate::ids::JobId;
@@ -28,68 +28,10 @@ async fn find_job(state: &AppState, id: &str) -> Result<(JobId, JobRecord), ApiE
     Ok((id, job))
 }
 
-fn parse_id(text: &str) -> Result<JobId, ApiError> {
-    JobId::parse(text)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_job_id", e.to_string()))
-}
-
-/// Query of `POST /verify`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct VerifyQuery {
-    /// `true` forces a new run even when a cached result matches.
-    #[serde(default)]
-    pub fresh: bool,
-}
-
-/// Submit a skill archive for verification.
-#[utoipa::path(post, path = "/verify", params(VerifyQuery),
-    request_body(content = Vec<u8>, description = "The archive (tar, tar.gz, zip, .skill) as the raw body, or multipart field `file`", content_type = "application/octet-stream"),
-    responses(
-        (status = 202, description = "Queued", body = JobView),
-        (status = 200, description = "Answered from the result cache: the earlier job", body = JobView),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 413, description = "Archive over the size limit", body = ErrorBody),
-        (status = 415, description = "Not a tar, tar.gz or zip", body = ErrorBody),
-        (status = 422, description = "Invalid package (specific code)", body = ErrorBody),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
-    ))]
-pub async fn submit(
-    State(state): State<AppState>,
-    Query(query): Query<VerifyQuery>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
-    let (status, mut view) = match state.scheduler.submit(upload, query.fresh).await? {
-        Submitted::Accepted(job) => (StatusCode::ACCEPTED, JobView::from_record(&job)),
-        Submitted::Cached(job) => (StatusCode::OK, JobView::from_record(&job)),
-    };
-    view.cached = status == StatusCode::OK;
-    let location = HeaderValue::from_str(&view.links.self_).expect("ascii path");
-    let mut resp = (status, Json(view)).into_response();
-    resp.headers_mut().insert(header::LOCATION, location);
-    Ok(resp)
-}
-
-/// A job.
-#[utoipa::path(get, path = "/verify/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
-    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
-pub async fn get_job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
-    let (_, job) = find_job(&state, &id).await?;
-    Ok(Json(JobView::from_record(&state.scheduler.with_phase(job))))
-}
-
-/// A job's DSSE envelope.
-#[utoipa::path(get, path = "/verify/{id}/attestation", params(("id" = String, Path, description = "Job id (UUID)")),
-    responses((status = 200, description = "The DSSE envelope (application/json)", body = Object),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not finished yet", body = ErrorBody)))]
-pub async fn get_attestation(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (id, job) = find_job(&state, &id).await?;
+/// The envelope bytes of a finished job's signed result, or the API's 409 (still running) or
+/// 404 (unknown, or ended without a signed result).
+async fn signed_result(state: &AppState, id: &str) -> Result<Vec<u8>, ApiError> {
+    let (id, job) = find_job(state, id).await?;
     if !job.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -107,7 +49,76 @@ pub async fn get_attestation(
             ),
         ));
     };
-    let bytes = state.scheduler.read_blob(att).await?;
+    Ok(state.scheduler.read_blob(att).await?)
+}
+
+fn parse_id(text: &str) -> Result<JobId, ApiError> {
+    JobId::parse(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_job_id", e.to_string()))
+}
+
+/// Query of `POST /verify`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// `true` forces a new run even when a cached result matches.
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+/// Submit a skill archive for verification.
+#[utoipa::path(post, path = "/verify", params(VerifyQuery),
+    request_body(content = Vec<u8>, description = "The archive (tar, tar.gz, zip, .skill) as the raw body, or multipart field `file`", content_type = "application/octet-stream"),
+    responses(
+        (status = 202, description = "Queued", body = JobView),
+        (status = 200, description = "Answered from the result cache: the earlier job", body = JobView),
+        (status = 400, description = "No archive in the body, or a malformed query or multipart body", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 408, description = "The upload stalled past the request timeout", body = ErrorBody),
+        (status = 413, description = "Archive over the size limit", body = ErrorBody),
+        (status = 415, description = "Not a tar, tar.gz or zip", body = ErrorBody),
+        (status = 422, description = "Invalid package (specific code)", body = ErrorBody),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
+    let (status, mut view) = match state.scheduler.submit(upload, query.fresh).await? {
+        Submitted::Accepted(job) => (StatusCode::ACCEPTED, JobView::from_record(&job)),
+        Submitted::Cached(job) => (StatusCode::OK, JobView::from_record(&job)),
+    };
+    view.cached = status == StatusCode::OK;
+    let location = HeaderValue::from_str(&view.links.self_).expect("ascii path");
+    let mut resp = (status, Json(view)).into_response();
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// A job.
+#[utoipa::path(get, path = "/verify/{id}", params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
+    responses((status = 200, body = JobView), (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let (_, job) = find_job(&state, &id).await?;
+    Ok(Json(JobView::from_record(&state.scheduler.with_phase(job))))
+}
+
+/// A job's DSSE envelope.
+#[utoipa::path(get, path = "/verify/{id}/attestation", params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
+    responses((status = 200, description = "The DSSE envelope (application/json)", body = Object),
+        (status = 400, description = "Not a job id", body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not finished yet", body = ErrorBody)))]
+pub async fn get_attestation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let bytes = signed_result(&state, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(bytes),
@@ -115,9 +126,84 @@ pub async fn get_attestation(
         .into_response())
 }
 
+/// The representation `GET /verify/{id}/findings` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingsFormat {
+    /// The findings, verdict and policy as JSON.
+    #[default]
+    Json,
+    /// A SARIF 2.1.0 log.
+    Sarif,
+}
+
+/// Query of `GET /verify/{id}/findings`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindingsQuery {
+    /// `json` (default) or `sarif`.
+    pub format: Option<FindingsFormat>,
+}
+
+/// A finished job's findings, read from its signed attestation: JSON, or SARIF 2.1.0 with
+/// `?format=sarif` (levels follow the daemon's current policy when it is the one attested).
+#[utoipa::path(get, path = "/verify/{id}/findings",
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)"), FindingsQuery),
+    responses((status = 200, description = "The findings, verdict and policy (or a SARIF 2.1.0 log)", body = views::FindingsView),
+        (status = 400, description = "Not a job id, or an unknown format", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn get_findings(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<FindingsQuery>,
+) -> Result<Response, ApiError> {
+    let sarif = query.format.unwrap_or_default() == FindingsFormat::Sarif;
+    let bytes = signed_result(&state, &id).await?;
+    let statement = serde_json::from_slice::<crate::attest::dsse::Envelope>(&bytes)
+        .ok()
+        .and_then(|e| crate::attest::dsse::decode_base64(&e.payload))
+        .and_then(|p| serde_json::from_slice::<crate::attest::statement::Statement>(&p).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "attestation_unreadable",
+                format!("the stored attestation of job {id} does not decode"),
+            )
+        })?;
+    let findings: Vec<crate::scan::Finding> = statement
+        .predicate
+        .findings
+        .iter()
+        .map(|f| f.to_scan())
+        .collect();
+    let scan = &state.scheduler.verifier().scan;
+    if sarif {
+        let body =
+            crate::scan::sarif::to_sarif_json(&findings, scan.scanner.pack(), &scan.policy, "");
+        return Ok((
+            [(header::CONTENT_TYPE, "application/sarif+json")],
+            Body::from(body),
+        )
+            .into_response());
+    }
+    Ok(Json(views::FindingsView {
+        id: id.to_string(),
+        counts: crate::scan::SeverityCounts::of(&findings),
+        verdict: statement.predicate.verdict.clone(),
+        policy: statement
+            .predicate
+            .policy
+            .as_ref()
+            .map(|p| serde_json::to_value(p).expect("plain data")),
+        findings,
+    })
+    .into_response())
+}
+
 /// A job's captured stdout/stderr (bounded).
-#[utoipa::path(get, path = "/verify/{id}/logs", params(("id" = String, Path, description = "Job id (UUID)")),
+#[utoipa::path(get, path = "/verify/{id}/logs", params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses((status = 200, description = "{stdout, stderr, stdout_sha256, stderr_sha256, output_truncated, limit_bytes}", body = Object),
+        (status = 400, description = "Not a job id", body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn get_logs(
     State(state): State<AppState>,
@@ -147,10 +233,12 @@ pub async fn get_logs(
 }
 
 /// Cancel a queued or running job, or delete a finished one.
-#[utoipa::path(delete, path = "/verify/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+#[utoipa::path(delete, path = "/verify/{id}", params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses((status = 200, description = "Deleted (queued or finished job)", body = views::Deleted),
         (status = 202, description = "Running job cancelled; the job as it stands", body = JobView),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, description = "Not a job id", body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Running, but not on this daemon; retry", body = ErrorBody)))]
 pub async fn delete_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -166,7 +254,7 @@ pub async fn delete_job(
         Cancelled::Deleted(status) => Ok(Json(views::Deleted {
             id: id.to_string(),
             deleted: true,
-            status: status.as_str().to_string(),
+            status,
         })
         .into_response()),
         Cancelled::Cancelling => {
@@ -192,12 +280,15 @@ pub async fn delete_job(
 
 /// Query of `GET /jobs`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs with this status.
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
-    /// Page size (default 50, at most 200).
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -206,21 +297,12 @@ pub struct ListQuery {
     responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    let status = match query.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_status",
-                format!("unknown status {s:?}; one of queued, running, passed, failed, error, cancelled"),
-            )
-        })?),
-    };
+    let status = query.status;
     let cursor = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_cursor",
@@ -228,7 +310,17 @@ pub async fn list_jobs(
             )
         })?),
     };
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let limit = match query.limit {
+        None => 50,
+        Some(n @ 1..=200) => n,
+        Some(n) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_limit",
+                format!("limit {n} is outside 1..=200"),
+            ))
+        }
+    };
     let page = state
         .scheduler
         .store()
@@ -278,7 +370,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 }
 
 /// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", body = String,
+    content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = state.scheduler.metrics();
     for (status, n) in state.scheduler.store().count_by_status().await? {

@@ -94,11 +94,12 @@ impl AppState {
         handlers::get_logs,
         handlers::delete_job,
         handlers::list_jobs,
+        handlers::get_findings,
         handlers::keys,
         handlers::health,
         handlers::metrics,
     ),
-    components(schemas(views::JobView, views::JobList, views::Keys, views::Health, error::ErrorBody)),
+    components(schemas(views::JobView, views::JobList, views::FindingsView, views::Keys, views::Health, error::ErrorBody, handlers::FindingsFormat)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -220,6 +221,7 @@ pub fn router(state: AppState) -> Router {
         .route("/verify/{id}", get(handlers::get_job).delete(handlers::delete_job))
         .route("/verify/{id}/attestation", get(handlers::get_attestation))
         .route("/verify/{id}/logs", get(handlers::get_logs))
+        .route("/verify/{id}/findings", get(handlers::get_findings))
         .route("/jobs", get(handlers::list_jobs))
         .route("/keys", get(handlers::keys))
         .route("/health", get(handlers::health))
@@ -281,22 +283,37 @@ impl Daemon {
         let data_dir = settings.data_dir();
         crate::store::blobs::create_private_dir(&data_dir)
             .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-        let signer = Signer::load_or_create(&data_dir.join("keys"))
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("loading the signing key")?;
+        let signer =
+            Signer::load_or_create(&data_dir.join("keys")).context("loading the signing key")?;
         let quotes = crate::attest::quote::from_settings(&settings.attest)
-            .map_err(|e| anyhow::anyhow!("{e}"))
             .context("setting up the quote provider")?;
         let store = SqliteStore::open(&data_dir.join("skill-verifier.db"))?;
         let blobs = Blobs::open(data_dir.join("blobs"))?;
+        // Versions before 0.2 unpacked packages under `work/`; nothing is written there now.
+        let legacy_work = data_dir.join("work");
+        if legacy_work.exists() {
+            std::fs::remove_dir_all(&legacy_work)
+                .with_context(|| format!("removing {}", legacy_work.display()))?;
+        }
         let instance = instance_id(&data_dir)?;
         let keys = handlers::keys_view(signer.key_id(), signer.public_key_pem(), quotes.kind());
+        // The rule pack is compiled and the policy loaded once, here: a bad rule file or
+        // policy stops start-up with its file, line and reason.
+        let (scanner, scan_policy) = settings
+            .scan
+            .load(None)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("loading the scan rules and policy")?;
         let verifier = Verifier {
             runner,
             signer: Arc::new(signer),
             quotes: quotes.clone(),
             policy: settings.sandbox.clone(),
             instance,
+            scan: Arc::new(crate::scan::Stage {
+                scanner,
+                policy: scan_policy,
+            }),
         };
         let scheduler = Scheduler::new(
             Arc::new(store),
@@ -304,7 +321,6 @@ impl Daemon {
             verifier,
             SchedulerConfig {
                 limits: settings.package.clone(),
-                work_dir: data_dir.join("work"),
                 queue_capacity: settings.server.queue_capacity as u64,
                 quote_kind: quotes.kind().to_string(),
             },

@@ -64,7 +64,15 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
                 ));
             };
             if field.name() == Some("file") {
-                let stream = field.map(|r| r.map_err(|e| e.to_string()));
+                let stream = field.map(|r| {
+                    r.map_err(|e| {
+                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                            ChunkError::TooLarge
+                        } else {
+                            ChunkError::Other(e.body_text())
+                        }
+                    })
+                });
                 break write_stream(stream, path.clone(), limit).await;
             }
         }
@@ -72,7 +80,7 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
         let stream = req
             .into_body()
             .into_data_stream()
-            .map(|r| r.map_err(|e| error_text(&e)));
+            .map(|r| r.map_err(|e| chunk_error(&e)));
         write_stream(stream, path.clone(), limit).await
     };
     if result.is_ok() {
@@ -91,16 +99,29 @@ impl Drop for TempFile {
     }
 }
 
-fn error_text(e: &axum::Error) -> String {
+/// Why reading a chunk of the upload failed.
+enum ChunkError {
+    /// The body went past the router's size limit.
+    TooLarge,
+    /// Anything else, with its cause chain.
+    Other(String),
+}
+
+/// Classifies a raw body error by its type: the router's body limit surfaces as
+/// `http_body_util::LengthLimitError` somewhere in the source chain.
+fn chunk_error(e: &axum::Error) -> ChunkError {
     use std::error::Error;
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return ChunkError::TooLarge;
+        }
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    ChunkError::Other(text)
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -112,7 +133,7 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 async fn write_stream(
-    mut stream: impl Stream<Item = Result<Bytes, String>> + Unpin,
+    mut stream: impl Stream<Item = Result<Bytes, ChunkError>> + Unpin,
     path: PathBuf,
     limit: u64,
 ) -> Result<Upload, ApiError> {
@@ -135,11 +156,10 @@ async fn write_stream(
                 )
             })?;
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| {
-            if e.contains("length limit exceeded") {
-                too_large(limit)
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "upload_failed", e)
+        let chunk = chunk.map_err(|e| match e {
+            ChunkError::TooLarge => too_large(limit),
+            ChunkError::Other(text) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "upload_failed", text)
             }
         })?;
         bytes = bytes.saturating_add(chunk.len() as u64);

@@ -4,18 +4,21 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::store::{rfc3339, JobRecord};
+use crate::attest::statement::Status;
+use crate::package::{Runtime, TestSource};
+use crate::store::{rfc3339, JobRecord, JobStatus, Phase};
 
 /// A job, as `GET /verify/{id}` and `POST /verify` answer it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
-    /// UUID.
+    /// The job id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: String,
-    /// queued | running | passed | failed | error | cancelled.
-    pub status: String,
-    /// unpacking | preparing | running | signing, while running.
+    /// Where the job is.
+    pub status: JobStatus,
+    /// What a running job is doing.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// Attempts started (a crash-interrupted job runs again as attempt + 1).
     pub attempt: u32,
     /// RFC 3339.
@@ -34,6 +37,9 @@ pub struct JobView {
     /// Why the job ended in `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobErrorView>,
+    /// Findings counted by severity, once finished with a result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<crate::scan::SeverityCounts>,
     /// True when `POST /verify` answered from the result cache (this is the earlier job).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
@@ -54,17 +60,17 @@ pub struct PackageView {
     pub files: u64,
     /// Bytes of regular files.
     pub bytes: u64,
-    /// shell | python | node.
-    pub runtime: String,
-    /// declared | detected | smoke.
-    pub test_source: String,
+    /// The runtime the test needs.
+    pub runtime: Runtime,
+    /// Where the test came from.
+    pub test_source: TestSource,
 }
 
 /// `result` of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResultView {
     /// PASSED | FAILED | WARNED.
-    pub status: String,
+    pub status: Status,
     /// Container exit code.
     pub exit_code: i64,
     /// Milliseconds.
@@ -75,6 +81,27 @@ pub struct ResultView {
     pub oom_killed: bool,
     /// Output truncated.
     pub output_truncated: bool,
+    /// PASSED | FAILED: tests and the verdict policy together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::scan::VerdictStatus>,
+}
+
+/// `GET /verify/{id}/findings`: the attested findings, the verdict and the policy.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FindingsView {
+    /// The job id.
+    pub id: String,
+    /// The attested verdict (absent for attestations made before verdicts existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::scan::Verdict>,
+    /// `{name, version, sha256, rules_sha256}` of the policy the verdict was judged under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<serde_json::Value>,
+    /// Counts by severity.
+    pub counts: crate::scan::SeverityCounts,
+    /// Every finding of `predicate.findings`.
+    pub findings: Vec<crate::scan::Finding>,
 }
 
 /// `error` of a job.
@@ -112,11 +139,12 @@ pub struct JobList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Deleted {
     /// The job id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: String,
     /// Always true.
     pub deleted: bool,
     /// The status it had.
-    pub status: String,
+    pub status: JobStatus,
 }
 
 /// One public key in `GET /keys`.
@@ -167,8 +195,8 @@ impl JobView {
     pub fn from_record(job: &JobRecord) -> Self {
         let id = job.id.to_string();
         Self {
-            status: job.status.as_str().to_string(),
-            phase: job.phase.map(|p| p.as_str().to_string()),
+            status: job.status,
+            phase: job.phase,
             attempt: job.attempt,
             created_at: rfc3339(job.created_at),
             started_at: job.started_at.map(rfc3339),
@@ -179,17 +207,19 @@ impl JobView {
                 archive_sha256: job.package.archive_sha256.to_hex(),
                 files: job.package.files,
                 bytes: job.package.bytes,
-                runtime: job.package.runtime.clone(),
-                test_source: job.package.test_source.clone(),
+                runtime: job.package.runtime,
+                test_source: job.package.test_source,
             },
             result: job.result.as_ref().map(|r| ResultView {
-                status: r.status.clone(),
+                status: r.status,
                 exit_code: r.exit_code,
                 duration_ms: r.duration_ms,
                 timed_out: r.timed_out,
                 oom_killed: r.oom_killed,
                 output_truncated: r.output_truncated,
+                verdict: r.verdict,
             }),
+            findings: job.result.as_ref().map(|r| r.findings),
             error: job.error.as_ref().map(|e| JobErrorView {
                 code: e.code.clone(),
                 message: e.message.clone(),

@@ -19,9 +19,9 @@
 //! key id only, and no error carries key material.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -285,6 +285,87 @@ pub fn load_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     })
 }
 
+/// Largest key-set file read (a `/keys` answer of a big cluster is a few KiB).
+const MAX_KEY_SET_BYTES: u64 = 1024 * 1024;
+
+/// Loads a key set: a file with one or more public keys as PEM blocks, the JSON answer of
+/// `GET /keys` (`{"keys": [{"keyid", "algorithm", "public_key_pem"}]}`), or one key in any
+/// form [`load_public_key`] accepts.
+pub fn load_key_set(path: &Path) -> Result<Vec<VerifyingKey>, KeyError> {
+    let read_err = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(MAX_KEY_SET_BYTES)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    parse_key_set(&text).map_err(|reason| KeyError::ParsePublic {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Parses a key set from text (the forms [`load_key_set`] accepts). Every key must parse;
+/// in a `/keys` answer, a `keyid` that is not the key's own id is refused (the file is not
+/// what it claims to be).
+pub fn parse_key_set(text: &str) -> Result<Vec<VerifyingKey>, String> {
+    let trimmed = text.trim();
+    let keys = if trimmed.starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct KeyView {
+            #[serde(default)]
+            keyid: String,
+            #[serde(default)]
+            algorithm: String,
+            public_key_pem: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            keys: Vec<KeyView>,
+        }
+        let set: Keys =
+            serde_json::from_str(trimmed).map_err(|e| format!("not a /keys answer: {e}"))?;
+        let mut keys = Vec::new();
+        for (i, view) in set.keys.iter().enumerate() {
+            if !view.algorithm.is_empty() && !view.algorithm.eq_ignore_ascii_case("ed25519") {
+                return Err(format!(
+                    "keys[{i}]: algorithm {:?} is not ed25519",
+                    view.algorithm
+                ));
+            }
+            let key =
+                parse_public_key(&view.public_key_pem).map_err(|e| format!("keys[{i}]: {e}"))?;
+            if !view.keyid.is_empty() && view.keyid != key_id(&key) {
+                return Err(format!(
+                    "keys[{i}]: keyid {} is not the key's id {}",
+                    view.keyid,
+                    key_id(&key)
+                ));
+            }
+            keys.push(key);
+        }
+        keys
+    } else if trimmed.matches("-----BEGIN").count() > 1 {
+        let mut keys = Vec::new();
+        for (i, block) in trimmed
+            .split_inclusive("-----END PUBLIC KEY-----")
+            .filter(|b| b.contains("-----BEGIN"))
+            .enumerate()
+        {
+            keys.push(parse_public_key(block).map_err(|e| format!("key {}: {e}", i + 1))?);
+        }
+        keys
+    } else {
+        vec![parse_public_key(trimmed)?]
+    };
+    if keys.is_empty() {
+        return Err("no public key in the key set".into());
+    }
+    Ok(keys)
+}
+
 /// Parses a public key from text (the forms [`load_public_key`] accepts).
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     let trimmed = text.trim();
@@ -326,21 +407,10 @@ fn temp_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Creates `path` (which must not exist) with `mode` from the start, writes and syncs it.
 fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    let write_err = |source| KeyError::Write {
+    crate::fsutil::write_new_file(path, bytes, mode).map_err(|source| KeyError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(write_err)?;
-    // The umask may have cleared bits we asked for; set the exact mode.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(write_err)?;
-    file.write_all(bytes).map_err(write_err)?;
-    file.sync_all().map_err(write_err)
+    })
 }
 
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {

@@ -1,13 +1,13 @@
 //! The `attest` stage: the facts of a run in, a signed, quote-bound, independently verifiable
 //! DSSE envelope out; and the offline checks of one.
 //!
-//! OWNER: issue 4. The public items below are the interface other stages rely on; add freely,
-//! rename none without telling the integrator.
+//! The public items below are the interface other stages rely on: add freely, rename none.
 //!
 //! - [`statement`]: the in-toto Statement v1 and the predicate (field names are a contract).
 //! - [`dsse`]: the envelope, PAE, signing and verification.
 //! - [`keys`]: the Ed25519 [`keys::Signer`], key ids, key files.
-//! - [`quote`]: the [`quote::QuoteProvider`] trait and its `simulated`, `dstack`, `none` providers.
+//! - [`quote`]: the [`quote::QuoteProvider`] trait and its `simulated`, `dstack`, `none`
+//!   providers; DCAP verification of TDX/SGX quotes; the PCCS client; the RTMR3 replay.
 //! - [`verify`]: the offline check of an envelope ([`verify::verify_envelope`]).
 //!
 //! # Canonical JSON
@@ -18,19 +18,31 @@
 //! exactly, e.g. `1.0`). The same statement always gives the same bytes.
 //!
 //! # report_data
-//! The 64 bytes a TEE quote binds ([`report_data`]):
+//! The 64 bytes a TEE quote binds ([`report_data`]). Two binding versions exist; the
+//! statement says which in `predicate.tee.binding` (absent: v1).
 //!
 //! ```text
+//! v2 (what this version signs):
+//! report_data = SHA-512( "skill-verifier report_data v2" || 0x00
+//!                        || SHA-256(canonical_json(statement with predicate.tee cut to
+//!                                                  its bound fields))
+//!                        || Ed25519 public key (32 raw bytes) )
+//! v1 (attestations made before v2; still verified):
 //! report_data = SHA-512( "skill-verifier report_data v1" || 0x00
 //!                        || SHA-256(canonical_json(statement without predicate.tee))
 //!                        || Ed25519 public key (32 raw bytes) )
 //! ```
 //!
-//! "Without `predicate.tee`" means the `tee` key is removed from the `predicate` object
-//! (every other field, known or not, stays). So the quote commits to every attested fact and
-//! to the key that signs them; a verifier recomputes it from the verified payload and the key
-//! it trusts. The tag separates this hash from any other use of the same inputs; the fields
-//! after it have fixed lengths, so no further framing is needed.
+//! The *bound* tee fields are all of `predicate.tee` except those that come back with the
+//! quote ([`TEE_UNBOUND_FIELDS`]: `quote`, `report_data`, `event_log`, `vm_config`,
+//! `collateral`). So `provider`, `binding`, `tcb_policy`, the simulator's labels and any
+//! field added later are bound the moment they exist; the quote-side fields are checked
+//! instead (the quote by its signature and REPORTDATA, the event log by RTMR3 replay, the
+//! collateral by the chain). "Without `predicate.tee`" means only the `tee` key is removed
+//! from `predicate`; every other field, known or not, stays. So the quote commits to every
+//! attested fact and to the key that signs them; a verifier recomputes it from the verified
+//! payload and the key it trusts. The tag separates this hash from any other use of the same
+//! inputs; the fields after it have fixed lengths, so no further framing is needed.
 
 pub mod dsse;
 pub mod keys;
@@ -47,8 +59,45 @@ use keys::Signer;
 use quote::{QuoteError, QuoteProvider};
 use statement::{Predicate, Statement, Subject, PREDICATE_TYPE, STATEMENT_TYPE};
 
-/// Domain-separation tag of [`report_data`] (followed by one 0x00 byte).
+/// Domain-separation tag of the v1 binding (followed by one 0x00 byte).
 pub const REPORT_DATA_TAG: &[u8] = b"skill-verifier report_data v1";
+/// Domain-separation tag of the v2 binding (followed by one 0x00 byte).
+pub const REPORT_DATA_TAG_V2: &[u8] = b"skill-verifier report_data v2";
+/// `predicate.tee.binding` of the v2 binding.
+pub const BINDING_V2: &str = "v2";
+/// The `predicate.tee` fields that come back with the quote: checked, not bound (module docs).
+pub const TEE_UNBOUND_FIELDS: [&str; 5] = [
+    "quote",
+    "report_data",
+    "event_log",
+    "vm_config",
+    "collateral",
+];
+
+/// Which report_data formula binds a statement (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// `predicate.tee` left out entirely.
+    V1,
+    /// `predicate.tee` cut to its bound fields.
+    V2,
+}
+
+impl Binding {
+    /// The binding a statement value declares in `predicate.tee.binding` (absent: v1);
+    /// `Err` with the unknown name.
+    pub fn of_value(statement: &Value) -> Result<Binding, String> {
+        match statement
+            .get("predicate")
+            .and_then(|p| p.get("tee"))
+            .and_then(|t| t.get("binding"))
+        {
+            None => Ok(Binding::V1),
+            Some(Value::String(s)) if s == BINDING_V2 => Ok(Binding::V2),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
 
 /// Why a statement could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +121,9 @@ pub enum AttestError {
     /// The provider returned a record for other report_data than requested.
     #[error("the quote provider returned report_data for a different statement")]
     QuoteReportData,
+    /// The provider returned a tee field that was not bound before the quote was requested.
+    #[error("the quote provider returned tee field {0:?}, which report_data does not bind")]
+    UnboundTeeField(String),
 }
 
 impl Statement {
@@ -111,6 +163,12 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 /// Canonical JSON of a statement value with `predicate.tee` left out, written without
 /// copying the value.
 fn canonical_json_without_tee(statement: &Value) -> Vec<u8> {
+    canonical_json_bound(statement, Binding::V1)
+}
+
+/// Canonical JSON of a statement value as `binding` hashes it: `predicate.tee` left out (v1)
+/// or cut to its bound fields (v2).
+fn canonical_json_bound(statement: &Value, binding: Binding) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
     match statement {
         Value::Object(map) => write_object(map, &mut out, |key, value, out| {
@@ -118,10 +176,18 @@ fn canonical_json_without_tee(statement: &Value) -> Vec<u8> {
             out.push(b':');
             match value {
                 Value::Object(predicate) if key == "predicate" => {
-                    write_object(predicate, out, |k, v, out| {
-                        if k != "tee" {
-                            write_member(k, v, out);
+                    write_object(predicate, out, |k, v, out| match (k, binding, v) {
+                        ("tee", Binding::V1, _) => {}
+                        ("tee", Binding::V2, Value::Object(tee)) => {
+                            write_string(k, out);
+                            out.push(b':');
+                            write_object(tee, out, |tk, tv, out| {
+                                if !TEE_UNBOUND_FIELDS.contains(&tk) {
+                                    write_member(tk, tv, out);
+                                }
+                            });
                         }
+                        _ => write_member(k, v, out),
                     })
                 }
                 other => write_canonical(other, out),
@@ -197,28 +263,43 @@ pub fn statement_digest_of_value(statement: &Value) -> [u8; 32] {
     Sha256::digest(canonical_json_without_tee(statement)).into()
 }
 
-/// [`report_data`] over a statement given as a JSON value (what a verifier has: the parsed
-/// verified payload, unknown fields included).
+/// The v1 report_data over a statement given as a JSON value (what a verifier has: the
+/// parsed verified payload, unknown fields included).
 pub fn report_data_of_value(statement: &Value, key: &VerifyingKey) -> [u8; 64] {
+    report_data_bound(statement, key, Binding::V1)
+}
+
+/// report_data under `binding` over a statement given as a JSON value (module docs).
+pub fn report_data_bound(statement: &Value, key: &VerifyingKey, binding: Binding) -> [u8; 64] {
+    let (tag, digest) = match binding {
+        Binding::V1 => (REPORT_DATA_TAG, statement_digest_of_value(statement)),
+        Binding::V2 => (
+            REPORT_DATA_TAG_V2,
+            Sha256::digest(canonical_json_bound(statement, Binding::V2)).into(),
+        ),
+    };
     let mut h = Sha512::new();
-    h.update(REPORT_DATA_TAG);
+    h.update(tag);
     h.update([0u8]);
-    h.update(statement_digest_of_value(statement));
+    h.update(digest);
     h.update(key.as_bytes());
     h.finalize().into()
 }
 
-/// The 64 bytes a TEE quote binds for `statement` signed by `key` (exact definition in the
-/// module docs). `predicate.tee` does not enter it.
+/// The v1 report_data for `statement` signed by `key` (module docs). `predicate.tee` does
+/// not enter it.
 pub fn report_data(statement: &Statement, key: &VerifyingKey) -> [u8; 64] {
     let value = serde_json::to_value(statement).expect("a Statement always serializes");
     report_data_of_value(&value, key)
 }
 
-/// Binds and signs a statement: sets `predicate.verifier.id` to the signer's key id, computes
-/// [`report_data`], asks `quotes` for a quote over it, stores the result in `predicate.tee`,
+/// Binds and signs a statement: sets `predicate.verifier.id` to the signer's key id, puts
+/// the tee fields known before the quote (`provider`, `binding: "v2"` and the provider's
+/// [`QuoteProvider::bound_fields`]) into `predicate.tee`, computes the v2 report_data,
+/// asks `quotes` for a quote over it, completes `predicate.tee` with what comes back,
 /// serializes the statement as canonical JSON and signs it as a DSSE envelope
-/// (`application/vnd.in-toto+json`).
+/// (`application/vnd.in-toto+json`). A provider answer carrying a tee field that was not
+/// bound, other than the quote-side fields, is refused.
 pub async fn sign_statement(
     mut statement: Statement,
     signer: &Signer,
@@ -242,17 +323,35 @@ pub async fn sign_statement(
     statement.predicate.tee = None;
     // One JSON value serves both the report_data hash and the payload.
     let mut value = serde_json::to_value(&statement)?;
-    let rd = report_data_of_value(&value, &signer.verifying_key());
+    let mut bound = quotes.bound_fields();
+    bound.insert("provider".into(), quotes.kind().into());
+    bound.insert("binding".into(), BINDING_V2.into());
+    let predicate = match value.get_mut("predicate").and_then(Value::as_object_mut) {
+        Some(predicate) => predicate,
+        None => unreachable!("a serialized Statement always has a predicate object"),
+    };
+    predicate.insert("tee".into(), Value::Object(bound.clone()));
+    let rd = report_data_bound(&value, &signer.verifying_key(), Binding::V2);
     let tee = quotes.quote(&rd).await?;
     if !tee.report_data.eq_ignore_ascii_case(&hex::encode(rd)) {
         return Err(AttestError::QuoteReportData);
     }
-    let tee = serde_json::to_value(&tee)?;
-    match value.get_mut("predicate").and_then(Value::as_object_mut) {
-        Some(predicate) => {
-            predicate.insert("tee".into(), tee);
-        }
-        None => unreachable!("a serialized Statement always has a predicate object"),
+    let mut tee = match serde_json::to_value(&tee)? {
+        Value::Object(map) => map,
+        _ => unreachable!("a Tee serializes to an object"),
+    };
+    for (k, v) in &bound {
+        tee.insert(k.clone(), v.clone());
+    }
+    // What the provider returned beyond the quote-side fields must be exactly what was bound.
+    if let Some(extra) = tee
+        .iter()
+        .find(|(k, v)| !TEE_UNBOUND_FIELDS.contains(&k.as_str()) && bound.get(*k) != Some(*v))
+    {
+        return Err(AttestError::UnboundTeeField(extra.0.clone()));
+    }
+    if let Some(predicate) = value.get_mut("predicate").and_then(Value::as_object_mut) {
+        predicate.insert("tee".into(), Value::Object(tee));
     }
     let payload = canonical_json(&value);
     Ok(Envelope::sign(dsse::PAYLOAD_TYPE_IN_TOTO, &payload, signer))

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
+use crate::package::{Runtime, TestSource};
 use crate::sandbox::RunLimits;
+pub use crate::scan::{Category, Reason, Severity, Verdict, VerdictStatus};
 
 /// `_type` of every statement.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -50,8 +52,14 @@ pub struct Predicate {
     pub test: TestInfo,
     /// What happened.
     pub result: ResultInfo,
-    /// Notes a reader must see (e.g. "no tests declared").
+    /// Notes a reader must see (e.g. "no tests declared") and the scan's findings.
     pub findings: Vec<Finding>,
+    /// The verdict: tests and the policy together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// The verdict policy and the rule pack it was judged under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyInfo>,
     /// The TEE quote binding this statement to the signing key; `None` until bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tee: Option<Tee>,
@@ -102,11 +110,22 @@ pub struct Environment {
     /// Image digest (`sha256:...`).
     pub image_digest: String,
     /// `shell` | `python` | `node`.
-    pub runtime: String,
+    pub runtime: Runtime,
     /// Network mode (`none`).
     pub network: String,
+    /// The isolation actually used, read back from the engine. Absent in statements made
+    /// before it was recorded, which must keep verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
     /// Every limit.
     pub limits: RunLimits,
+}
+
+/// `predicate.environment.isolation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The OCI runtime that ran the container, as the engine reports it (`runc`, `runsc`).
+    pub runtime: String,
 }
 
 /// `predicate.test`.
@@ -115,11 +134,11 @@ pub struct TestInfo {
     /// The command run in the skill root.
     pub command: String,
     /// `declared` | `detected` | `smoke`.
-    pub source: String,
+    pub source: TestSource,
 }
 
 /// `predicate.result.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     /// Tests ran and passed.
@@ -128,6 +147,23 @@ pub enum Status {
     Failed,
     /// No tests were declared or detected; smoke checks passed.
     Warned,
+}
+
+impl Status {
+    /// The uppercase name used in the statement and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passed => "PASSED",
+            Status::Failed => "FAILED",
+            Status::Warned => "WARNED",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `predicate.result`.
@@ -158,10 +194,85 @@ pub struct ResultInfo {
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    /// Stable code, e.g. `no_tests_declared`.
+    /// Stable code, e.g. `no_tests_declared`, or a scan rule id.
     pub code: String,
     /// Human text.
     pub message: String,
+    /// The rule's category (see `crate::scan::Category`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// `info|low|medium|high|critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Path relative to the skill root, for findings about a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// 1-based line, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Bounded excerpt, control characters escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+}
+
+impl Finding {
+    /// A finding about the test run (category `tests`).
+    pub fn test(code: &str, severity: Severity, message: String) -> Finding {
+        Finding {
+            code: code.into(),
+            message,
+            category: Some(Category::Tests),
+            severity: Some(severity),
+            path: None,
+            line: None,
+            excerpt: None,
+        }
+    }
+}
+
+impl From<crate::scan::Finding> for Finding {
+    fn from(f: crate::scan::Finding) -> Finding {
+        Finding {
+            code: f.code,
+            message: f.message,
+            category: Some(f.category),
+            severity: Some(f.severity),
+            path: (!f.path.is_empty()).then_some(f.path),
+            line: f.line,
+            excerpt: (!f.excerpt.is_empty()).then_some(f.excerpt),
+        }
+    }
+}
+
+impl Finding {
+    /// Back to the scan's form (for SARIF and policy evaluation); findings without a
+    /// category or severity (older attestations) count as `tests` / `info`.
+    pub fn to_scan(&self) -> crate::scan::Finding {
+        crate::scan::Finding {
+            code: self.code.clone(),
+            category: self.category.unwrap_or(Category::Tests),
+            severity: self.severity.unwrap_or(Severity::Info),
+            message: self.message.clone(),
+            path: self.path.clone().unwrap_or_default(),
+            line: self.line,
+            excerpt: self.excerpt.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// `predicate.policy`: the verdict policy and the rule pack, by digest (docs/scan.md says how
+/// to recompute both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// The policy's `name`.
+    pub name: String,
+    /// The policy's `version` (absent in statements made before it was recorded).
+    #[serde(default)]
+    pub version: String,
+    /// SHA-256 of the policy file's bytes.
+    pub sha256: Sha256Digest,
+    /// SHA-256 of the rule pack (rule files in load order, built-in first).
+    pub rules_sha256: Sha256Digest,
 }
 
 /// `predicate.tee`.

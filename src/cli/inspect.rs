@@ -1,10 +1,10 @@
-//! `skill-verifier inspect PATH` (OWNER: issue2): validates a package (archive or directory)
+//! `skill-verifier inspect PATH`: validates a package (archive or directory)
 //! and prints its facts as JSON on stdout.
 //!
 //! Exit 0 and JSON for a valid package; exit 2 and one line `invalid package (<code>):
 //! <message>` on stderr for an invalid one (or an unreadable path); exit 3 when the verifier
-//! itself failed (e.g. no temporary directory). An archive is unpacked into a fresh
-//! temporary directory that is removed before the command returns.
+//! itself failed (e.g. a directory input whose file cannot be read). Nothing is written:
+//! the package is read once and hashed, and no tar is made.
 
 use std::path::PathBuf;
 
@@ -21,6 +21,10 @@ use crate::package::{self, Format, Manifest, Package, TestPlan};
 pub struct InspectArgs {
     /// The package: a .zip/.skill, .tar, .tar.gz/.tgz (detected by content) or a directory.
     pub path: PathBuf,
+    /// Only the package facts: no scan, and nothing written at all (the package is read and
+    /// hashed; its normalised tar is never made).
+    #[arg(long)]
+    pub no_scan: bool,
 }
 
 /// The JSON printed on success.
@@ -44,11 +48,15 @@ pub struct InspectReport<'a> {
     pub test: &'a TestPlan,
     /// The whole validated manifest.
     pub manifest: &'a Manifest,
+    /// The scan's findings under the configured verdict policy (`verdict` says whether any
+    /// blocks); absent when the rules or policy could not be loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<serde_json::Value>,
 }
 
 impl<'a> InspectReport<'a> {
     /// The report for a loaded package.
-    pub fn new(p: &'a Package) -> Self {
+    pub fn new<T>(p: &'a Package<T>) -> Self {
         Self {
             name: &p.manifest.name,
             description: &p.manifest.description,
@@ -59,27 +67,54 @@ impl<'a> InspectReport<'a> {
             format: p.format,
             test: &p.test,
             manifest: &p.manifest,
+            scan: None,
         }
     }
 }
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: InspectArgs, settings: &Settings) -> anyhow::Result<u8> {
-    let temp = match tempfile::Builder::new()
-        .prefix("skill-verifier-inspect-")
-        .tempdir()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: creating a temporary directory: {e}");
-            return Ok(EXIT_ERROR);
-        }
+    // The scan reads the files' content from the normalised tar, written to a private
+    // temporary directory and removed on exit; with --no-scan nothing is written at all.
+    let scratch;
+    let result = if args.no_scan {
+        package::inspect(&args.path, &settings.package).map(|p| (p, None))
+    } else {
+        scratch = match tempfile::Builder::new()
+            .prefix("skill-verifier-inspect-")
+            .tempdir()
+        {
+            Ok(dir) => dir,
+            Err(e) => {
+                eprintln!("error: creating a temporary directory for the scan: {e}");
+                return Ok(EXIT_ERROR);
+            }
+        };
+        package::read(
+            &args.path,
+            &scratch.path().join("tree.tar"),
+            &settings.package,
+        )
+        .map(|p| {
+            let scan = scan_summary(&p, settings);
+            let facts = package::Package {
+                format: p.format,
+                manifest: p.manifest,
+                test: p.test,
+                tree_sha256: p.tree_sha256,
+                archive_sha256: p.archive_sha256,
+                files: p.files,
+                bytes: p.bytes,
+                file_facts: p.file_facts,
+                tar: (),
+            };
+            (facts, scan)
+        })
     };
-    let work = temp.path().join("package");
-    let result = package::load(&args.path, &work, &settings.package);
     let code = match result {
-        Ok(pkg) => {
-            let report = InspectReport::new(&pkg);
+        Ok((pkg, scan)) => {
+            let mut report = InspectReport::new(&pkg);
+            report.scan = scan;
             match serde_json::to_string_pretty(&report) {
                 Ok(json) => {
                     println!("{json}");
@@ -100,8 +135,31 @@ pub fn run(args: InspectArgs, settings: &Settings) -> anyhow::Result<u8> {
             EXIT_ERROR
         }
     };
-    if let Err(e) = temp.close() {
-        eprintln!("warning: removing the temporary directory: {e}");
-    }
     Ok(code)
+}
+
+/// The scan of an inspected package: findings, endpoints and the verdict under the policy.
+fn scan_summary(pkg: &Package, settings: &Settings) -> Option<serde_json::Value> {
+    let cache = settings.data_dir().join("cache");
+    let (scanner, policy) = match settings.scan.load_cached(None, &cache) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("warning: scan rules or policy: {e}");
+            return None;
+        }
+    };
+    let stage = crate::scan::Stage { scanner, policy };
+    let report = match stage.scan_package(pkg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warning: scanning: {e}");
+            return None;
+        }
+    };
+    Some(serde_json::json!({
+        "verdict": stage.policy.verdict(&report.findings, None),
+        "counts": report.counts(),
+        "findings": report.findings,
+        "endpoints": report.endpoints,
+    }))
 }

@@ -8,6 +8,8 @@ pub mod attestation;
 pub mod images;
 pub mod inspect;
 pub mod keygen;
+pub mod quote;
+pub mod scan;
 pub mod serve;
 pub mod submit;
 pub mod verify;
@@ -49,8 +51,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Validate a package and print its facts as JSON (exit 2 if invalid).
     Inspect(inspect::InspectArgs),
-    /// Verify a package locally, without a daemon: unpack, run in Docker, attest.
+    /// Verify a package locally, without a daemon: unpack, scan, run in Docker, attest.
     Verify(verify::VerifyArgs),
+    /// Scan a package statically (rules + native checks + verdict policy); no Docker.
+    Scan(scan::ScanArgs),
     /// Upload a package to a daemon and (with --wait) follow it to the end.
     Submit(submit::SubmitArgs),
     /// Attestation tools.
@@ -61,6 +65,9 @@ pub enum Command {
     /// Runner image tools.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// TEE quote tools (offline DCAP verification).
+    #[command(subcommand)]
+    Quote(quote::QuoteCommand),
 }
 
 /// Parses the command line, runs the subcommand, returns the process exit code.
@@ -92,10 +99,12 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<u8> {
         Command::Serve(args) => serve::run(args, settings),
         Command::Inspect(args) => inspect::run(args, &settings),
         Command::Verify(args) => verify::run(args, settings),
+        Command::Scan(args) => scan::run(args, &settings),
         Command::Submit(args) => submit::run(args, &settings),
         Command::Attestation(cmd) => attestation::run(cmd, &settings),
         Command::Keygen(args) => keygen::run(args, &settings),
         Command::Images(cmd) => images::run(cmd, &settings),
+        Command::Quote(cmd) => quote::run(cmd, &settings),
     }
 }
 

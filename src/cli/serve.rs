@@ -16,7 +16,7 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Worker count (default: one per core).
+    /// Worker count (default: twice the cores, at least 4).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Do not make sure the runner images exist at start-up.
@@ -39,6 +39,20 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
             .context("connecting to the Docker engine")?
             .with_background_removal()
             .with_warm_pool(settings.server.warm_containers);
+        if let Err(e) = runner
+            .require_runtime(settings.sandbox.runtime_name())
+            .await
+        {
+            eprintln!("error: {e}");
+            return Ok(crate::cli::EXIT_ERROR);
+        }
+        // Containers of CLI runs that died without cleaning up (see sandbox lease); this
+        // daemon's own leftovers are reaped by instance when the daemon opens.
+        match runner.reap_dead_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed containers of dead CLI runs"),
+            Err(e) => tracing::warn!(error = %e, "could not reap containers of dead CLI runs"),
+        }
         if !args.no_prepare {
             prepare_images(&runner, &settings).await;
         }

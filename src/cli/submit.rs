@@ -3,7 +3,9 @@
 //!
 //! A directory is packed into a tar.gz in memory first (regular files and directories only,
 //! sorted, normalized owners and times; a symlink is refused). Exit codes as `verify`:
-//! 0 passed, 1 tests failed, 2 invalid package, 3 the verifier (or the connection) failed.
+//! 0 passed, 1 failed (tests, or a finding the verdict policy blocks), 2 invalid package, 3 the
+//! verifier (or the connection) failed. With `--wait`, the findings summary goes to stderr and
+//! `--sarif FILE` writes them as SARIF 2.1.0 (from `GET /verify/{id}/findings`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use reqwest::StatusCode;
 use super::{EXIT_ERROR, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::api::views::JobView;
 use crate::config::Settings;
+use crate::store::JobStatus;
 
 /// Arguments.
 #[derive(Debug, Args)]
@@ -40,6 +43,9 @@ pub struct SubmitArgs {
     /// Run again even if an identical package was verified before.
     #[arg(long)]
     pub fresh: bool,
+    /// With --wait: write the findings as SARIF 2.1.0 to this file.
+    #[arg(long)]
+    pub sarif: Option<PathBuf>,
 }
 
 /// Uploads, optionally waits; returns the exit code.
@@ -55,9 +61,10 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
 
 /// Packs a skill directory as a deterministic tar.gz (symlinks and special files refused).
 pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let entries = crate::package::tree_entries(dir)?;
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let gz = crate::package::tree::write_tar(dir, &entries, gz)?;
+    let scratch = tempfile::tempdir()?;
+    let tar = crate::package::TreeTar::write_from_dir(dir, &scratch.path().join("tree.tar"))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::copy(&mut std::fs::File::open(&tar.path)?, &mut gz)?;
     Ok(gz.finish()?)
 }
 
@@ -179,7 +186,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         };
         let line = match &current.phase {
             Some(phase) => format!("{} ({phase})", current.status),
-            None => current.status.clone(),
+            None => current.status.to_string(),
         };
         if tty {
             eprint!("\r\x1b[2K{line}  {:>4}s", started.elapsed().as_secs());
@@ -188,10 +195,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
             eprintln!("{line}");
         }
         last_line = line;
-        if matches!(
-            current.status.as_str(),
-            "passed" | "failed" | "error" | "cancelled"
-        ) {
+        if current.status.is_finished() {
             if tty {
                 eprintln!();
             }
@@ -213,8 +217,8 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         delay = (delay * 2).min(Duration::from_secs(2));
     };
 
-    match job.status.as_str() {
-        "error" => {
+    match job.status {
+        JobStatus::Error => {
             let why = job
                 .error
                 .map(|e| format!("{} ({})", e.message, e.code))
@@ -224,7 +228,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
                 format!("the verifier could not finish job {}: {why}", job.id),
             );
         }
-        "cancelled" => return fail(EXIT_ERROR, format!("job {} was cancelled", job.id)),
+        JobStatus::Cancelled => return fail(EXIT_ERROR, format!("job {} was cancelled", job.id)),
         _ => {}
     }
     let resp = auth(client.get(format!("{base}/verify/{}/attestation", job.id)))
@@ -245,10 +249,32 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
             stdout.write_all(b"\n")?;
         }
     }
+    let findings_url = format!("{base}/verify/{}/findings", job.id);
+    match auth(client.get(&findings_url)).send().await {
+        Ok(r) if r.status().is_success() => {
+            match r.json::<crate::api::views::FindingsView>().await {
+                Ok(view) => print_findings(&view),
+                Err(e) => eprintln!("warning: reading the findings: {e}"),
+            }
+        }
+        Ok(r) => eprintln!("warning: findings: {}", error_message(r).await),
+        Err(e) => eprintln!("warning: fetching the findings: {e}"),
+    }
+    if let Some(path) = &args.sarif {
+        let resp = auth(client.get(format!("{findings_url}?format=sarif")))
+            .send()
+            .await;
+        let sarif = match resp {
+            Ok(r) if r.status().is_success() => r.bytes().await?,
+            Ok(r) => return fail(EXIT_ERROR, error_message(r).await),
+            Err(e) => return fail(EXIT_ERROR, format!("fetching the SARIF: {e}")),
+        };
+        std::fs::write(path, &sarif).with_context(|| format!("writing {}", path.display()))?;
+    }
     let verdict = job
         .result
         .as_ref()
-        .map(|r| r.status.as_str())
+        .map(|r| r.verdict.map(|v| v.as_str()).unwrap_or(r.status.as_str()))
         .unwrap_or("?");
     let dest = args
         .out
@@ -256,9 +282,43 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         .map(|p| format!("; attestation in {}", p.display()))
         .unwrap_or_default();
     eprintln!("{verdict} {} (job {}){dest}", job.package.name, job.id);
-    Ok(if job.status == "passed" {
+    Ok(if job.status == JobStatus::Passed {
         EXIT_OK
     } else {
         EXIT_FAILED
     })
+}
+
+/// The findings summary on stderr: blocking reasons, then medium-or-worse findings, then counts.
+fn print_findings(view: &crate::api::views::FindingsView) {
+    use crate::scan::Severity;
+    let mut err = std::io::stderr().lock();
+    if let Some(v) = &view.verdict {
+        for r in &v.reasons {
+            let _ = writeln!(err, "BLOCK {}: {}", r.code, r.message);
+        }
+    }
+    for f in view
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Medium)
+    {
+        let at = match f.line {
+            Some(l) => format!("{}:{l}", f.path),
+            None => f.path.clone(),
+        };
+        let _ = writeln!(
+            err,
+            "{:<8} {} {at}: {}",
+            f.severity.as_str(),
+            f.code,
+            f.message
+        );
+    }
+    let c = view.counts;
+    let _ = writeln!(
+        err,
+        "findings: critical {}, high {}, medium {}, low {}, info {}",
+        c.critical, c.high, c.medium, c.low, c.info
+    );
 }

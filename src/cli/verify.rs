@@ -1,8 +1,10 @@
 //! `skill-verifier verify PATH`: the whole pipeline in one process, no daemon
 //! (unpack → run in Docker → attest), for local use and simple CI.
 //!
-//! Exit codes: 0 passed (WARNED included: no tests declared, smoke checks passed), 1 tests
-//! failed, 2 invalid package, 3 the verifier could not do its job.
+//! Exit codes: 0 passed (WARNED included: no tests declared, smoke checks passed), 1 failed
+//! (tests failed, or the verdict policy blocks a scan finding), 2 invalid package, 3 the
+//! verifier could not do its job. The findings summary goes to stderr; `--sarif FILE` writes
+//! them as SARIF 2.1.0.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,9 +19,9 @@ use crate::attest::keys::Signer;
 use crate::attest::statement::Status;
 use crate::config::Settings;
 use crate::ids::JobId;
-use crate::jobs::pipeline::status_name;
+
 use crate::jobs::{Attempt, PipelineError, Verifier};
-use crate::sandbox::{DockerRunner, Runner};
+use crate::sandbox::DockerRunner;
 
 /// Arguments.
 #[derive(Debug, Args)]
@@ -35,6 +37,12 @@ pub struct VerifyArgs {
     /// Print the verdict on stderr as one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// Write the findings as SARIF 2.1.0 to this file.
+    #[arg(long)]
+    pub sarif: Option<PathBuf>,
+    /// The verdict policy (TOML); default: `[scan] policy`, else the built-in one.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 /// Runs the pipeline; returns the exit code.
@@ -49,15 +57,22 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
 }
 
 async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
+    // A one-shot process: the compiled rules come from the cache under the data dir.
+    let cache = settings.data_dir().join("cache");
+    let scan = match settings.scan.load_cached(args.policy.as_deref(), &cache) {
+        Ok((scanner, policy)) => Arc::new(crate::scan::Stage { scanner, policy }),
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
     let scratch = tempfile::Builder::new()
         .prefix("skill-verifier-")
         .tempdir()
         .context("creating a scratch directory")?;
-    let work = scratch.path().join("tree");
+    let tar = scratch.path().join("tree.tar");
     let (path, limits) = (args.path.clone(), settings.package.clone());
-    let loaded =
-        tokio::task::spawn_blocking(move || crate::package::load(&path, &work, &limits)).await?;
-    let package = match loaded {
+    // Reading the package and getting the engine ready overlap: neither needs the other.
+    let loading = tokio::task::spawn_blocking(move || crate::package::read(&path, &tar, &limits));
+    let (loaded, engine) = tokio::join!(loading, engine(&settings));
+    let package = match loaded? {
         Ok(p) => p,
         Err(e) if e.is_invalid_package() => {
             return fail(
@@ -67,22 +82,14 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         }
         Err(e) => return fail(EXIT_ERROR, format!("reading {}: {e}", args.path.display())),
     };
-
-    let runner = match DockerRunner::connect().await {
-        Ok(r) => r,
-        Err(e) => {
-            return fail(
-                EXIT_ERROR,
-                format!("{e} (is the Docker engine running? set DOCKER_HOST for a remote one)"),
-            )
-        }
+    let runner = match engine {
+        Ok(runner) => runner,
+        Err(message) => return fail(EXIT_ERROR, message),
     };
-    if let Err(e) = runner.ping().await {
-        return fail(
-            EXIT_ERROR,
-            format!("the Docker engine does not answer: {e} (start it, or set DOCKER_HOST)"),
-        );
-    }
+    // Containers of earlier CLI runs that died without cleaning up (see the sandbox's
+    // lease rule): removed beside this run, finished before the process exits.
+    let reaper = runner.clone();
+    let reaping = tokio::spawn(async move { reaper.reap_dead_leases().await });
     let key_dir = args
         .key_dir
         .clone()
@@ -107,6 +114,7 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         policy: settings.sandbox.clone(),
         // A per-process instance: a daemon's start-up reaper never touches CLI containers.
         instance: format!("cli-{}", uuid::Uuid::new_v4()),
+        scan: scan.clone(),
     };
     let attempt = Attempt {
         job: JobId::new(),
@@ -139,7 +147,22 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
             stdout.write_all(b"\n")?;
         }
     }
-    let status = status_name(attested.status);
+    let mut statement_findings: Vec<crate::scan::Finding> = crate::jobs::pipeline::findings(&ran)
+        .iter()
+        .map(|f| f.to_scan())
+        .collect();
+    statement_findings.extend(ran.scan.findings.iter().cloned());
+    super::scan::print_summary(&statement_findings, &scan.policy);
+    if let Some(path) = &args.sarif {
+        let sarif = crate::scan::sarif::to_sarif_json(
+            &statement_findings,
+            scan.scanner.pack(),
+            &scan.policy,
+            "",
+        );
+        std::fs::write(path, sarif).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let status = attested.status.as_str();
     let o = &ran.outcome;
     if args.json {
         eprintln!(
@@ -153,6 +176,7 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
                 "timed_out": o.timed_out,
                 "oom_killed": o.oom_killed,
                 "attestation": args.out.as_ref().map(|p| p.display().to_string()),
+                "verdict": attested.verdict,
             })
         );
     } else {
@@ -180,12 +204,37 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
             .map(|p| format!("; attestation in {}", p.display()))
             .unwrap_or_default();
         eprintln!(
-            "{status} {name} (tree sha256:{tree}) in {} ms{notes}{dest}",
-            o.duration_ms
+            "{status} {name} (tree sha256:{tree}) in {} ms{notes}{dest}; verdict {}",
+            o.duration_ms,
+            attested.verdict.as_str()
         );
     }
-    Ok(match attested.status {
-        Status::Passed | Status::Warned => EXIT_OK,
-        Status::Failed => EXIT_FAILED,
+    match reaping.await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(removed = n, "removed containers of dead CLI runs"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not reap containers of dead CLI runs"),
+        Err(e) => tracing::warn!(error = %e, "the lease reaper failed"),
+    }
+    Ok(match (attested.status, attested.verdict) {
+        (Status::Failed, _) | (_, crate::scan::VerdictStatus::Failed) => EXIT_FAILED,
+        (Status::Passed | Status::Warned, crate::scan::VerdictStatus::Passed) => EXIT_OK,
     })
+}
+
+/// Connects to the engine and checks that it has the configured OCI runtime (the engine's
+/// info answers both: it is the ping); the error is the message to print.
+async fn engine(settings: &Settings) -> Result<DockerRunner, String> {
+    let runner = DockerRunner::connect().await.map_err(|e| {
+        format!("{e} (is the Docker engine running? set DOCKER_HOST for a remote one)")
+    })?;
+    match runner
+        .require_runtime(settings.sandbox.runtime_name())
+        .await
+    {
+        Ok(()) => Ok(runner.with_lease()),
+        Err(e @ crate::sandbox::SandboxError::RuntimeMissing { .. }) => Err(e.to_string()),
+        Err(e) => Err(format!(
+            "the Docker engine does not answer: {e} (start it, or set DOCKER_HOST)"
+        )),
+    }
 }

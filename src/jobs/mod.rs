@@ -17,8 +17,11 @@
 pub mod metrics;
 pub mod pipeline;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,13 +31,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::attest::statement::Status;
+use crate::attest::statement::{Status, VerdictStatus};
 use crate::digest::Sha256Digest;
 use crate::ids::JobId;
 use crate::package::{Limits, Package, PackageError};
 use crate::store::{
-    Blobs, Deleted, Finish, JobErrorInfo, JobRecord, JobStatus, NewJob, PackageSummary, Phase,
-    Store, StoreError,
+    Blobs, Deleted, Finish, JobErrorInfo, JobRecord, JobStatus, NewJob, PackageFacts,
+    PackageSummary, Phase, Store, StoreError,
 };
 
 pub use metrics::Metrics;
@@ -84,9 +87,6 @@ pub enum SubmitError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Validation did not finish in time or its task failed.
-    #[error("validating the package: {0}")]
-    Validate(String),
 }
 
 /// What `cancel` did.
@@ -116,7 +116,6 @@ struct Inner {
     blobs: Blobs,
     verifier: Verifier,
     limits: Limits,
-    work_dir: PathBuf,
     queue_capacity: u64,
     quote_kind: String,
     notify: Notify,
@@ -137,8 +136,6 @@ pub struct Scheduler {
 pub struct SchedulerConfig {
     /// Package limits.
     pub limits: Limits,
-    /// Where packages are unpacked (one folder per job, removed after).
-    pub work_dir: PathBuf,
     /// Most queued jobs.
     pub queue_capacity: u64,
     /// The quote provider's name (part of the cache key).
@@ -160,7 +157,6 @@ impl Scheduler {
                 blobs,
                 verifier,
                 limits: config.limits,
-                work_dir: config.work_dir,
                 queue_capacity: config.queue_capacity,
                 quote_kind: config.quote_kind,
                 notify: Notify::new(),
@@ -225,6 +221,7 @@ impl Scheduler {
                 0
             }
         };
+        prewarm(&inner.verifier);
         let temp = inner.blobs.clear_temp();
         if temp > 0 {
             tracing::info!(
@@ -232,12 +229,6 @@ impl Scheduler {
                 "removed partial uploads left by an earlier run"
             );
         }
-        if inner.work_dir.exists() {
-            std::fs::remove_dir_all(&inner.work_dir)
-                .with_context(|| format!("clearing {}", inner.work_dir.display()))?;
-        }
-        crate::store::blobs::create_private_dir(&inner.work_dir)
-            .with_context(|| format!("creating {}", inner.work_dir.display()))?;
         let requeued = inner
             .store
             .requeue_all_running()
@@ -287,13 +278,18 @@ impl Scheduler {
             return Err(SubmitError::QueueFull(queued));
         }
         let clock = Instant::now();
-        let scratch = inner
-            .work_dir
-            .join(format!("validate-{}", uuid::Uuid::new_v4()));
-        let package = unpack(upload.path.clone(), scratch.clone(), inner.limits.clone()).await;
-        // The worker unpacks again from the stored archive; this tree only proved validity.
-        let _ = tokio::fs::remove_dir_all(&scratch).await;
-        let package = package?;
+        // The one read of the archive: validated facts out, and its normalised tar written
+        // straight into the blob directory (same filesystem, so adopting it is a rename).
+        let tar_tmp = inner.blobs.temp_path();
+        let package =
+            read_package(upload.path.clone(), tar_tmp.clone(), inner.limits.clone()).await;
+        let package = match package {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tar_tmp).await;
+                return Err(e.into());
+            }
+        };
         inner
             .metrics
             .observe_stage("validate", clock.elapsed().as_secs_f64());
@@ -301,13 +297,26 @@ impl Scheduler {
         let cache_key = self.cache_key(&package).await;
         if let (false, Some(key)) = (fresh, cache_key.as_deref()) {
             if let Some(hit) = inner.store.find_cached(key).await? {
+                let _ = tokio::fs::remove_file(&tar_tmp).await;
                 inner.metrics.cache_hits.inc();
                 return Ok(Submitted::Cached(hit));
             }
         }
+        // The uploaded archive itself is not kept: its digest is recorded, and the tar is
+        // what every later step reads. Blobs are durable before the row that names them.
+        let facts = PackageFacts::of(&package);
+        let facts_json = serde_json::to_vec(&facts).expect("plain data serializes");
+        let (blobs, tar_sha256) = (inner.blobs.clone(), package.tar.sha256);
+        let facts = blocking(move || {
+            let adopted = blobs.adopt(&tar_tmp, &tar_sha256);
+            if adopted.is_err() {
+                let _ = std::fs::remove_file(&tar_tmp);
+            }
+            adopted?;
+            blobs.put(&facts_json)
+        })
+        .await?;
         let archive = upload.sha256;
-        let (blobs, tmp) = (inner.blobs.clone(), upload.path.clone());
-        blocking(move || blobs.adopt(&tmp, &archive)).await?;
         let job = inner
             .store
             .insert_job(NewJob {
@@ -318,10 +327,11 @@ impl Scheduler {
                     archive_sha256: archive,
                     files: package.files,
                     bytes: package.bytes,
-                    runtime: package.test.runtime.as_str().to_string(),
-                    test_source: pipeline::source_name(package.test.source).to_string(),
+                    runtime: package.test.runtime,
+                    test_source: package.test.source,
                 },
-                archive,
+                tree_tar: tar_sha256,
+                facts,
                 cache_key,
             })
             .await?;
@@ -333,7 +343,7 @@ impl Scheduler {
 
     /// The result-cache key, or `None` when the runtime's image cannot be resolved (then the
     /// job runs and fails with a clear image error instead of matching a stale result).
-    async fn cache_key(&self, package: &Package) -> Option<String> {
+    async fn cache_key<T>(&self, package: &Package<T>) -> Option<String> {
         let inner = &self.inner;
         let policy = &inner.verifier.policy;
         let image = policy.images.get(&package.test.runtime)?.clone();
@@ -344,6 +354,8 @@ impl Scheduler {
             &image,
             &digest,
             &serde_json::to_string(policy).ok()?,
+            &inner.verifier.scan.policy.sha256().to_hex(),
+            &inner.verifier.scan.scanner.rules_sha256().to_hex(),
             crate::VERSION,
             &inner.quote_kind,
         ] {
@@ -480,9 +492,7 @@ impl Scheduler {
                     phase: phase.clone(),
                 },
             );
-        let dir = inner.work_dir.join(job.id.to_string());
-        let result = self.execute(&job, &dir, cancel, phase).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let result = self.execute(&job, cancel, phase).await;
         inner
             .running
             .lock()
@@ -506,8 +516,8 @@ impl Scheduler {
                 logs: None,
             },
             Err(e) => {
-                tracing::error!(error = %e, "job failed");
-                error_finish(e.code(), e.to_string())
+                tracing::error!(error = %error_chain(&e), "job failed");
+                error_finish(e.code(), error_chain(&e))
             }
         };
         let status = finish.status;
@@ -530,7 +540,6 @@ impl Scheduler {
     async fn execute(
         &self,
         job: &JobRecord,
-        dir: &Path,
         cancel: CancellationToken,
         phase: Arc<Mutex<Phase>>,
     ) -> Result<Finish, PipelineError> {
@@ -540,22 +549,16 @@ impl Scheduler {
             attempt: job.attempt,
         };
         let clock = Instant::now();
-        let _ = tokio::fs::remove_dir_all(dir).await;
-        let package = match unpack(
-            inner.blobs.path(&job.archive),
-            dir.to_path_buf(),
-            inner.limits.clone(),
-        )
-        .await
-        {
+        let package = match self.package_of(job).await {
             Ok(p) => p,
             // Accepted packages were valid; this is a limit change or a damaged blob.
-            Err(e) => {
+            Err(JobPackageError::Package(e)) => {
                 return Ok(error_finish(
                     &format!("package_{}", e.code()),
                     e.to_string(),
                 ))
             }
+            Err(JobPackageError::Store(e)) => return Err(e.into()),
         };
         inner
             .metrics
@@ -582,21 +585,23 @@ impl Scheduler {
         let clock = Instant::now();
         let attested = tokio::time::timeout(ATTEST_DEADLINE, inner.verifier.attest(&ran))
             .await
-            .map_err(|_| PipelineError::Attest("timed out".into()))??;
+            .map_err(|_| PipelineError::AttestTimeout {
+                secs: ATTEST_DEADLINE.as_secs(),
+            })??;
         let blobs = inner.blobs.clone();
         let (envelope_json, logs_json) = (attested.envelope_json, attested.logs_json);
         let (envelope, logs) = blocking(move || {
             Ok::<_, StoreError>((blobs.put(&envelope_json)?, blobs.put(&logs_json)?))
         })
-        .await
-        .map_err(|e| PipelineError::Attest(e.to_string()))?;
+        .await?;
         inner
             .metrics
             .observe_stage("attest", clock.elapsed().as_secs_f64());
         Ok(Finish {
-            status: match attested.status {
-                Status::Failed => JobStatus::Failed,
-                Status::Passed | Status::Warned => JobStatus::Passed,
+            // The verdict decides: a blocking finding fails the job even when the tests passed.
+            status: match (attested.status, attested.verdict) {
+                (Status::Failed, _) | (_, VerdictStatus::Failed) => JobStatus::Failed,
+                (Status::Passed | Status::Warned, VerdictStatus::Passed) => JobStatus::Passed,
             },
             result: Some(attested.summary),
             error: None,
@@ -606,8 +611,72 @@ impl Scheduler {
     }
 }
 
+/// Why a job's package could not be brought back.
+enum JobPackageError {
+    /// The stored blob no longer passes as a package.
+    Package(PackageError),
+    /// The blobs could not be read.
+    Store(StoreError),
+}
+
+impl Scheduler {
+    /// The package of an accepted job: its recorded facts and its normalised tar blob. A job
+    /// accepted before facts were recorded has the uploaded archive as its blob: that is
+    /// read (once) into a tar blob here, through the same reader.
+    async fn package_of(&self, job: &JobRecord) -> Result<Package, JobPackageError> {
+        let blobs = self.inner.blobs.clone();
+        if let Some(facts) = job.facts {
+            let (blobs2, tar) = (blobs.clone(), job.tree_tar);
+            let facts: PackageFacts = blocking(move || blobs2.read(&facts))
+                .await
+                .and_then(|bytes| {
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        id: job.id.to_string(),
+                        what: format!("package facts: {e}"),
+                    })
+                })
+                .map_err(JobPackageError::Store)?;
+            return Ok(facts.into_package(blobs.path(&tar), tar));
+        }
+        let tar_tmp = blobs.temp_path();
+        let package = read_package(
+            blobs.path(&job.tree_tar),
+            tar_tmp.clone(),
+            self.inner.limits.clone(),
+        )
+        .await
+        .map_err(JobPackageError::Package)?;
+        let sha = package.tar.sha256;
+        let path = blocking(move || blobs.adopt(&tar_tmp, &sha))
+            .await
+            .map_err(JobPackageError::Store)?;
+        Ok(Package {
+            tar: crate::package::TreeTar {
+                path,
+                ..package.tar
+            },
+            ..package
+        })
+    }
+}
+
 fn set_phase(phase: &Mutex<Phase>, next: Phase) {
     *phase.lock().unwrap_or_else(|p| p.into_inner()) = next;
+}
+
+/// An error and its sources, `outer: inner: innermost`, for the job's `error.message`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn error_finish(code: &str, message: String) -> Finish {
@@ -640,9 +709,20 @@ async fn join_all(set: &mut JoinSet<()>) {
     }
 }
 
-/// Unpacks and validates on the blocking pool, under a deadline.
-async fn unpack(archive: PathBuf, dir: PathBuf, limits: Limits) -> Result<Package, PackageError> {
-    let task = tokio::task::spawn_blocking(move || crate::package::load(&archive, &dir, &limits));
+/// Reads a package once on the blocking pool, under a deadline, writing its normalised tar
+/// to `tar` (nothing is left there on a refusal).
+async fn read_package(
+    archive: PathBuf,
+    tar: PathBuf,
+    limits: Limits,
+) -> Result<Package, PackageError> {
+    let task = tokio::task::spawn_blocking(move || crate::package::read(&archive, &tar, &limits));
+    deadline(task).await
+}
+
+async fn deadline<T>(
+    task: tokio::task::JoinHandle<Result<T, PackageError>>,
+) -> Result<T, PackageError> {
     match tokio::time::timeout(UNPACK_DEADLINE, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(PackageError::Io {
@@ -653,5 +733,23 @@ async fn unpack(archive: PathBuf, dir: PathBuf, limits: Limits) -> Result<Packag
             path: PathBuf::from("<unpack task>"),
             source: std::io::Error::new(std::io::ErrorKind::TimedOut, "unpacking timed out"),
         }),
+    }
+}
+/// Fills the warm pool for every configured runtime (after the reaper, which would remove
+/// it), so the first job of each finds a started container.
+fn prewarm(verifier: &Verifier) {
+    use crate::sandbox::{spec_for, LABEL_INSTANCE};
+    let labels =
+        std::collections::BTreeMap::from([(LABEL_INSTANCE.to_string(), verifier.instance.clone())]);
+    for runtime in verifier.policy.images.keys() {
+        let plan = crate::package::TestPlan {
+            command: "true".into(),
+            runtime: *runtime,
+            timeout_secs: None,
+            source: crate::package::TestSource::Declared,
+        };
+        if let Ok(spec) = spec_for(&plan, &verifier.policy, labels.clone()) {
+            verifier.runner.prewarm(&spec);
+        }
     }
 }

@@ -13,8 +13,9 @@ use crate::attest::dsse::Envelope;
 use crate::attest::keys::Signer;
 use crate::attest::quote::QuoteProvider;
 use crate::attest::statement::{
-    Environment, Finding, JobInfo, PackageInfo, Predicate, ResultInfo, Statement, Status, Subject,
-    TestInfo, VerifierInfo, PREDICATE_TYPE, STATEMENT_TYPE,
+    Environment, Finding, JobInfo, PackageInfo, PolicyInfo, Predicate, ResultInfo, Severity,
+    Statement, Status, Subject, TestInfo, Verdict, VerdictStatus, VerifierInfo, PREDICATE_TYPE,
+    STATEMENT_TYPE,
 };
 use crate::ids::JobId;
 use crate::package::{Package, TestSource};
@@ -41,6 +42,8 @@ pub struct Verifier {
     pub policy: Policy,
     /// This daemon instance's id (container label).
     pub instance: String,
+    /// The scan stage: compiled rule pack and verdict policy.
+    pub scan: Arc<crate::scan::Stage>,
 }
 
 /// Which job and attempt a run belongs to.
@@ -63,6 +66,8 @@ pub struct Ran {
     pub spec: ContainerSpec,
     /// What happened.
     pub outcome: RunOutcome,
+    /// What the scan found before the run.
+    pub scan: crate::scan::ScanReport,
     /// When the attempt started.
     pub started_at: OffsetDateTime,
     /// When the container was done.
@@ -78,6 +83,8 @@ pub struct Attested {
     pub envelope: Envelope,
     /// PASSED / FAILED / WARNED.
     pub status: Status,
+    /// The verdict (tests + policy): the job's `failed` follows it.
+    pub verdict: VerdictStatus,
     /// The summary kept on the job.
     pub summary: ResultSummary,
     /// The captured logs, as served by `GET /verify/{id}/logs` (JSON).
@@ -91,11 +98,26 @@ pub enum PipelineError {
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     /// The attestation could not be signed.
-    #[error("signing the attestation: {0}")]
-    Attest(String),
+    #[error("signing the attestation")]
+    Attest(#[from] crate::attest::AttestError),
+    /// Signing did not finish within its deadline (the quote provider hangs).
+    #[error("signing the attestation: no answer within {secs} s")]
+    AttestTimeout {
+        /// The deadline.
+        secs: u64,
+    },
+    /// The signed envelope could not be serialized.
+    #[error("serializing the envelope")]
+    Envelope(#[source] serde_json::Error),
+    /// The signed result could not be stored (blob write).
+    #[error("storing the result")]
+    Store(#[from] crate::store::StoreError),
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The scan could not read the package.
+    #[error("scanning the package: {0}")]
+    Scan(#[from] crate::scan::ScanError),
 }
 
 impl PipelineError {
@@ -109,8 +131,12 @@ impl PipelineError {
                 "docker_unreachable"
             }
             PipelineError::Sandbox(_) => "sandbox_failed",
-            PipelineError::Attest(_) => "attestation_failed",
+            PipelineError::Attest(_)
+            | PipelineError::AttestTimeout { .. }
+            | PipelineError::Envelope(_) => "attestation_failed",
+            PipelineError::Store(_) => "store_failed",
             PipelineError::Cancelled => "cancelled",
+            PipelineError::Scan(_) => "scan_failed",
         }
     }
 }
@@ -139,8 +165,9 @@ impl Verifier {
     ) -> Result<Ran, PipelineError> {
         let started_at = OffsetDateTime::now_utc();
         let spec = self.spec(&package, attempt)?;
+        let scan = self.scan(&package).await?;
         let clock = Instant::now();
-        let outcome = self.runner.run(&spec, &package.root, cancel).await?;
+        let outcome = self.runner.run(&spec, &package.tar, cancel).await?;
         tracing::info!(
             exit_code = outcome.exit_code,
             timed_out = outcome.timed_out,
@@ -156,29 +183,65 @@ impl Verifier {
             package,
             spec,
             outcome,
+            scan,
             started_at,
             finished_at: OffsetDateTime::now_utc(),
         })
     }
 
+    /// The scan stage: the package's tree through the rule pack and native checks (pure, on a
+    /// blocking thread). Runs before the sandbox; the tests run whatever it finds.
+    #[tracing::instrument(skip_all, fields(skill = %package.manifest.name))]
+    pub async fn scan(&self, package: &Package) -> Result<crate::scan::ScanReport, PipelineError> {
+        let stage = self.scan.clone();
+        // Only what the scan reads moves to the blocking thread, not the file list.
+        let (manifest, tar) = (package.manifest.clone(), package.tar.path.clone());
+        let clock = Instant::now();
+        let report = tokio::task::spawn_blocking(move || stage.scan_tar_file(&manifest, &tar))
+            .await
+            .map_err(|e| PipelineError::Scan(crate::scan::ScanError::ReadTree(e.to_string())))??;
+        tracing::info!(
+            findings = report.findings.len(),
+            endpoints = report.endpoints.len(),
+            elapsed_us = clock.elapsed().as_micros() as u64,
+            "scanned"
+        );
+        Ok(report)
+    }
+
     /// Stage 3: builds the statement, binds the quote, signs the envelope.
     #[tracing::instrument(skip_all, fields(job_id = %ran.attempt.job, attempt = ran.attempt.attempt))]
     pub async fn attest(&self, ran: &Ran) -> Result<Attested, PipelineError> {
-        let statement = build_statement(ran, &self.signer.key_id());
+        let statement = build_statement(ran, &self.signer.key_id(), &self.scan);
         let status = statement.predicate.result.status;
-        let envelope = crate::attest::sign_statement(statement, &self.signer, self.quotes.as_ref())
-            .await
-            .map_err(|e| PipelineError::Attest(e.to_string()))?;
-        let envelope_json = serde_json::to_vec_pretty(&envelope)
-            .map_err(|e| PipelineError::Attest(e.to_string()))?;
+        let verdict = statement
+            .predicate
+            .verdict
+            .as_ref()
+            .map(|v| v.status)
+            .unwrap_or(VerdictStatus::Failed);
+        let counts = crate::scan::SeverityCounts::of(
+            &statement
+                .predicate
+                .findings
+                .iter()
+                .map(Finding::to_scan)
+                .collect::<Vec<_>>(),
+        );
+        let envelope =
+            crate::attest::sign_statement(statement, &self.signer, self.quotes.as_ref()).await?;
+        let envelope_json =
+            serde_json::to_vec_pretty(&envelope).map_err(PipelineError::Envelope)?;
         let o = &ran.outcome;
         let summary = ResultSummary {
-            status: status_name(status).to_string(),
+            status,
             exit_code: o.exit_code,
             duration_ms: o.duration_ms,
             timed_out: o.timed_out,
             oom_killed: o.oom_killed,
             output_truncated: o.output_truncated,
+            verdict: Some(verdict),
+            findings: counts,
         };
         let logs_json = serde_json::to_vec(&serde_json::json!({
             "stdout": String::from_utf8_lossy(&o.stdout),
@@ -193,6 +256,7 @@ impl Verifier {
             envelope_json,
             envelope,
             status,
+            verdict,
             summary,
             logs_json,
         })
@@ -210,24 +274,6 @@ pub fn verdict(outcome: &RunOutcome, source: TestSource) -> Status {
     }
 }
 
-/// PASSED / FAILED / WARNED.
-pub fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Passed => "PASSED",
-        Status::Failed => "FAILED",
-        Status::Warned => "WARNED",
-    }
-}
-
-/// declared / detected / smoke.
-pub fn source_name(source: TestSource) -> &'static str {
-    match source {
-        TestSource::Declared => "declared",
-        TestSource::Detected => "detected",
-        TestSource::Smoke => "smoke",
-    }
-}
-
 fn tail_excerpt(bytes: &[u8]) -> String {
     let start = bytes.len().saturating_sub(EXCERPT_BYTES);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
@@ -239,66 +285,104 @@ pub fn findings(ran: &Ran) -> Vec<Finding> {
     let o = &ran.outcome;
     let plan = &ran.package.test;
     match plan.source {
-        TestSource::Smoke => out.push(Finding {
-            code: "no_tests_declared".into(),
-            message: "the skill declares no tests and none were detected; only built-in smoke \
-                      checks ran (every script parses in its runtime)"
+        TestSource::Smoke => out.push(Finding::test(
+            "no_tests_declared",
+            Severity::Low,
+            "the skill declares no tests and none were detected; only built-in smoke \
+             checks ran (every script parses in its runtime)"
                 .into(),
-        }),
-        TestSource::Detected => out.push(Finding {
-            code: "tests_detected".into(),
-            message: format!(
+        )),
+        TestSource::Detected => out.push(Finding::test(
+            "tests_detected",
+            Severity::Info,
+            format!(
                 "no verify-test in SKILL.md metadata; ran the detected command `{}`",
                 plan.command
             ),
-        }),
+        )),
         TestSource::Declared => {}
     }
     if let Some(asked) = plan.timeout_secs {
         if asked > o.limits.timeout_secs {
-            out.push(Finding {
-                code: "timeout_capped".into(),
-                message: format!(
+            out.push(Finding::test(
+                "timeout_capped",
+                Severity::Info,
+                format!(
                     "verify-timeout {asked}s exceeds the policy; capped at {}s",
                     o.limits.timeout_secs
                 ),
-            });
+            ));
         }
     }
     if o.timed_out {
-        out.push(Finding {
-            code: "timed_out".into(),
-            message: format!(
+        out.push(Finding::test(
+            "timed_out",
+            Severity::Medium,
+            format!(
                 "the test exceeded its {}s timeout and was killed",
                 o.limits.timeout_secs
             ),
-        });
+        ));
     }
     if o.oom_killed {
-        out.push(Finding {
-            code: "oom_killed".into(),
-            message: format!(
+        out.push(Finding::test(
+            "oom_killed",
+            Severity::Medium,
+            format!(
                 "the test exceeded its {} byte memory limit and was killed",
                 o.limits.memory_bytes
             ),
-        });
+        ));
     }
     if o.output_truncated {
-        out.push(Finding {
-            code: "output_truncated".into(),
-            message: format!(
+        out.push(Finding::test(
+            "output_truncated",
+            Severity::Info,
+            format!(
                 "output beyond {} bytes per stream was dropped (digests cover the captured bytes)",
                 o.limits.output_bytes
             ),
-        });
+        ));
     }
     out
 }
 
+/// The verdict of a run under the scan stage's policy: FAILED when the tests failed (exit
+/// code, timeout, OOM kill) or when the policy blocks any finding (the scan's or the run's).
+pub fn judge(ran: &Ran, findings: &[Finding], scan: &crate::scan::Stage) -> Verdict {
+    let o = &ran.outcome;
+    let test_failure =
+        (verdict(o, ran.package.test.source) == Status::Failed).then(|| crate::scan::Reason {
+            code: "tests_failed".into(),
+            message: if o.timed_out {
+                format!("the test timed out after {}s", o.limits.timeout_secs)
+            } else if o.oom_killed {
+                "the test was killed for exceeding its memory limit".into()
+            } else {
+                format!("the test exited with code {}", o.exit_code)
+            },
+        });
+    let all: Vec<crate::scan::Finding> = findings.iter().map(Finding::to_scan).collect();
+    scan.policy.verdict(&all, test_failure)
+}
+
+/// `predicate.policy` for the scan stage.
+pub fn policy_info(scan: &crate::scan::Stage) -> PolicyInfo {
+    PolicyInfo {
+        name: scan.policy.name.clone(),
+        version: scan.policy.version.clone(),
+        sha256: scan.policy.sha256(),
+        rules_sha256: scan.scanner.rules_sha256(),
+    }
+}
+
 /// Builds the in-toto statement for a run (without the TEE quote, which signing binds).
-pub fn build_statement(ran: &Ran, verifier_id: &str) -> Statement {
+pub fn build_statement(ran: &Ran, verifier_id: &str, scan: &crate::scan::Stage) -> Statement {
     let p = &ran.package;
     let o = &ran.outcome;
+    let mut all_findings = findings(ran);
+    all_findings.extend(ran.scan.findings.iter().cloned().map(Finding::from));
+    let judged = judge(ran, &all_findings, scan);
     let mut subject = vec![Subject {
         name: p.manifest.name.clone(),
         digest: BTreeMap::from([("sha256".to_string(), p.tree_sha256.to_hex())]),
@@ -334,13 +418,16 @@ pub fn build_statement(ran: &Ran, verifier_id: &str) -> Statement {
             environment: Environment {
                 image: o.image.clone(),
                 image_digest: o.image_digest.clone(),
-                runtime: ran.spec.runtime.as_str().to_string(),
+                runtime: ran.spec.runtime,
                 network: ran.spec.network.clone(),
+                isolation: Some(crate::attest::statement::Isolation {
+                    runtime: o.oci_runtime.clone(),
+                }),
                 limits: o.limits.clone(),
             },
             test: TestInfo {
                 command: p.test.command.clone(),
-                source: source_name(p.test.source).to_string(),
+                source: p.test.source,
             },
             result: ResultInfo {
                 status: verdict(o, p.test.source),
@@ -354,7 +441,9 @@ pub fn build_statement(ran: &Ran, verifier_id: &str) -> Statement {
                 stdout_excerpt: tail_excerpt(&o.stdout),
                 stderr_excerpt: tail_excerpt(&o.stderr),
             },
-            findings: findings(ran),
+            findings: all_findings,
+            verdict: Some(judged),
+            policy: Some(policy_info(scan)),
             tee: None,
         },
     }
@@ -386,6 +475,7 @@ mod tests {
             stderr_sha256: crate::digest::Sha256Digest::of(b""),
             image: spec.image.clone(),
             image_digest: "sha256:00".into(),
+            oci_runtime: "runc".into(),
             limits: spec.limits,
         }
     }

@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::unpack::tar::header_checksum_ok;
+use super::read::tar::header_checksum_ok;
 use super::{Format, Limits, PackageError};
 
 /// Detects the format of the file at `path`, refusing files above `limits.archive_bytes`.

@@ -1,21 +1,22 @@
 //! The `package` stage: untrusted archive bytes in, a validated skill tree, its `SKILL.md`
 //! manifest, its test plan and its digests out, or a specific refusal.
 //!
-//! OWNER: issue 2. The public items below are the interface other stages rely on; add freely,
-//! rename none without telling the integrator.
-//!
 //! # Pipeline
 //!
 //! 1. [`detect`]: the container format is decided by content (magic bytes), never by name.
-//! 2. [`unpack`]: a hand-written, streaming tar reader (plain or gzip) and a guarded zip reader
-//!    feed one [`unpack::TreeWriter`], which validates every entry path itself, creates only
-//!    regular files and directories under a directory it created, counts real bytes as they are
-//!    written, hashes every file on the way, and fails closed on the first bad entry.
+//! 2. [`read`]: one pass over the input. A hand-written, streaming tar reader (plain or
+//!    gzip), a guarded zip reader and a directory walker feed one [`read::TreeSink`], which
+//!    validates every entry path itself, accepts only regular files and directories, counts
+//!    real bytes as they arrive, hashes every file on a second thread, and fails closed on
+//!    the first bad entry. No file of the package is ever created on the host.
 //! 3. The skill root: one top-level folder holding `SKILL.md` is the root, otherwise the
 //!    archive root is.
 //! 4. [`manifest`]: `SKILL.md` frontmatter under the Agent Skills specification.
-//! 5. [`plan`]: the test plan (declared in `metadata`, detected from the layout, or smoke).
+//! 5. [`plan`]: the test plan (declared in `metadata`, detected from the layout, or smoke),
+//!    from the file list and the few content facts the read captured.
 //! 6. [`tree`]: the canonical tree digest.
+//! 7. [`read::emit`]: the normalised tar ([`TreeTar`]) the sandbox streams into a container,
+//!    written by [`read`] to the path its caller gives; [`inspect`] skips it.
 //!
 //! # Canonical tree digest (`tree_sha256`), version 1
 //!
@@ -35,7 +36,7 @@
 //! - `content_sha256_hex` is the lowercase hex SHA-256 of the file's bytes;
 //! - `length` is the file's size in bytes, in decimal without leading zeros.
 //!
-//! Paths can hold neither control characters nor newlines (they are refused at unpack time),
+//! Paths can hold neither control characters nor newlines (they are refused when read),
 //! so each record ends at its only `\n` and the encoding is unambiguous. Timestamps, owners,
 //! entry order and the container format play no part. `docs/packages.md` shows how to
 //! recompute it with standard shell tools.
@@ -43,14 +44,18 @@
 //! `archive_sha256` is the plain SHA-256 of the uploaded bytes.
 
 pub mod detect;
+mod error;
 pub mod manifest;
 pub mod path;
 pub mod plan;
+pub mod read;
 pub mod tree;
-pub mod unpack;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub use error::PackageError;
+pub use tree::FileRecord;
 
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +132,19 @@ impl Format {
 }
 
 /// The runtime a test runs in; each maps to a runner image in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     /// POSIX shell (busybox).
@@ -157,8 +174,14 @@ impl Runtime {
     }
 }
 
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a test plan came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TestSource {
     /// `metadata.verify-test` in `SKILL.md`.
@@ -167,6 +190,23 @@ pub enum TestSource {
     Detected,
     /// No test found: built-in smoke checks (every script parses in its runtime).
     Smoke,
+}
+
+impl TestSource {
+    /// The lowercase name used in the statement and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestSource::Declared => "declared",
+            TestSource::Detected => "detected",
+            TestSource::Smoke => "smoke",
+        }
+    }
+}
+
+impl std::fmt::Display for TestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What to run, where, for how long.
@@ -204,11 +244,10 @@ pub struct Manifest {
     pub allowed_tools: Option<String>,
 }
 
-/// A package that passed every check: its tree lies under `root` on the host.
+/// A package that passed every check. `T` is what became of its tree: the normalised tar
+/// ([`TreeTar`], from [`read`]) or nothing (`()`, from [`inspect`], which writes nothing).
 #[derive(Debug, Clone)]
-pub struct Package {
-    /// The skill root on the host (the folder holding `SKILL.md`).
-    pub root: PathBuf,
+pub struct Package<T = TreeTar> {
     /// The container format it arrived in.
     pub format: Format,
     /// The validated manifest.
@@ -223,6 +262,40 @@ pub struct Package {
     pub files: u64,
     /// Total bytes of regular files in the tree.
     pub bytes: u64,
+    /// Every regular file, in canonical order, with what a scanner needs to know of it
+    /// (path relative to the skill root, executable bit, length, SHA-256, where its bytes
+    /// lie in the tar).
+    pub file_facts: Vec<FileRecord>,
+    /// The normalised tar.
+    pub tar: T,
+}
+
+/// The skill tree as it leaves the package stage: a normalised tar on disk (regular files and
+/// directories only, canonical order, modes 0755/0644, no host metadata), streamed as is into
+/// a container by the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeTar {
+    /// The tar file (a job's content-addressed blob, or a temporary file for the CLI).
+    pub path: PathBuf,
+    /// SHA-256 of the tar bytes.
+    pub sha256: Sha256Digest,
+    /// Length of the tar, in bytes.
+    pub len: u64,
+    /// Bytes the unpacked tree occupies on a tmpfs: whole pages per file plus a page per
+    /// entry (see [`tree_footprint`]).
+    pub footprint_bytes: u64,
+}
+
+/// tmpfs charges whole pages.
+const PAGE: u64 = 4096;
+
+/// Bytes a tree occupies on a tmpfs: whole pages per file, plus a page per entry for
+/// directories and slack.
+pub fn tree_footprint(entries: &[TreeEntry]) -> u64 {
+    entries.iter().fold(0u64, |acc, e| {
+        let pages = e.len.div_ceil(PAGE).saturating_add(1);
+        acc.saturating_add(pages.saturating_mul(PAGE))
+    })
 }
 
 /// One entry of a validated tree, in canonical (sorted by path bytes) order.
@@ -247,433 +320,162 @@ pub enum EntryKind {
     File,
 }
 
-/// Why a package was refused. `code()` gives the stable machine-readable code.
-///
-/// Every refusal the package can cause has its own variant; only [`PackageError::Io`] and
-/// [`PackageError::WorkDirExists`] are the verifier's own failures.
-#[derive(Debug, thiserror::Error)]
-pub enum PackageError {
-    /// Content is none of tar, tar.gz, zip (or a directory for the CLI).
-    #[error("unsupported archive format")]
-    UnsupportedFormat,
-    /// The input file is larger than `Limits::archive_bytes`.
-    #[error("archive is larger than {limit} bytes")]
-    ArchiveTooLarge {
-        /// The limit.
-        limit: u64,
-    },
-    /// The input path could not be opened or read (missing, unreadable).
-    #[error("cannot read {path}: {source}")]
-    UnreadableInput {
-        /// The input path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// An entry path that starts with `/`.
-    #[error("{path}: absolute paths are not allowed")]
-    AbsolutePath {
-        /// The entry's path as stored.
-        path: String,
-    },
-    /// An entry path with a `..` component.
-    #[error("{path}: `..` path components are not allowed")]
-    ParentDir {
-        /// The entry's path as stored.
-        path: String,
-    },
-    /// An entry path that starts with a Windows drive prefix (`C:`).
-    #[error("{path}: Windows drive prefixes are not allowed")]
-    WindowsPrefix {
-        /// The entry's path as stored.
-        path: String,
-    },
-    /// An entry path holding a backslash (a Windows separator on some extractors).
-    #[error("{path}: backslashes in paths are not allowed")]
-    Backslash {
-        /// The entry's path as stored (control characters escaped).
-        path: String,
-    },
-    /// An entry path holding a control character (including NUL and newline).
-    #[error("{path}: control characters in file names are not allowed")]
-    ControlCharacter {
-        /// The entry's path, escaped.
-        path: String,
-    },
-    /// A name that is not valid UTF-8.
-    #[error("{path}: file name is not valid UTF-8")]
-    InvalidName {
-        /// The lossy form of the path.
-        path: String,
-    },
-    /// An entry whose path is empty (or only `.` components) but which is not a directory.
-    #[error("an entry has an empty path")]
-    EmptyPath,
-    /// A path deeper than `Limits::depth` components.
-    #[error("{path}: path is deeper than {limit} components")]
-    PathTooDeep {
-        /// The entry's path.
-        path: String,
-        /// The limit.
-        limit: usize,
-    },
-    /// A path component longer than `Limits::component_bytes`.
-    #[error("{path}: a path component is longer than {limit} bytes")]
-    ComponentTooLong {
-        /// The entry's path (shortened).
-        path: String,
-        /// The limit.
-        limit: usize,
-    },
-    /// A symbolic link entry (the host must never follow a link an uploader planted).
-    #[error("{path}: symlinks are not allowed")]
-    Symlink {
-        /// The entry's path.
-        path: String,
-    },
-    /// A hard link entry.
-    #[error("{path}: hard links are not allowed")]
-    HardLink {
-        /// The entry's path.
-        path: String,
-    },
-    /// A device node, FIFO or socket.
-    #[error("{path}: {kind} entries are not allowed")]
-    SpecialFile {
-        /// The entry's path.
-        path: String,
-        /// What it is ("character device", "block device", "FIFO", "socket").
-        kind: &'static str,
-    },
-    /// A sparse file (GNU `S` entries or PAX `GNU.sparse.*` records).
-    #[error("{path}: sparse files are not allowed")]
-    SparseEntry {
-        /// The entry's path.
-        path: String,
-    },
-    /// Any other entry that is neither a regular file nor a directory (volume labels,
-    /// multi-volume continuations, unknown tar types).
-    #[error("{path}: {kind} entries are not allowed")]
-    UnsupportedEntry {
-        /// The entry's path inside the package.
-        path: String,
-        /// What it is.
-        kind: &'static str,
-    },
-    /// The same path twice (also after normalising `./` and `a//b`).
-    #[error("{path}: duplicate path")]
-    DuplicatePath {
-        /// The path.
-        path: String,
-    },
-    /// A path used both as a file and as a directory.
-    #[error("{path}: used both as a file and as a directory")]
-    PathConflict {
-        /// The path.
-        path: String,
-    },
-    /// More than `Limits::entries` entries.
-    #[error("more than {limit} entries")]
-    TooManyEntries {
-        /// The limit.
-        limit: u64,
-    },
-    /// More than `Limits::unpacked_bytes` of file content.
-    #[error("unpacked content is larger than {limit} bytes")]
-    UnpackedTooLarge {
-        /// The limit.
-        limit: u64,
-    },
-    /// A file that decompresses beyond `Limits::ratio`:1.
-    #[error("{path}: compression ratio above {limit}:1")]
-    CompressionRatio {
-        /// The entry's path.
-        path: String,
-        /// The limit.
-        limit: u64,
-    },
-    /// A GNU long-name/long-link or PAX record larger than `Limits::extension_bytes`.
-    #[error("tar {kind} record of {size} bytes exceeds {limit} bytes")]
-    ExtensionTooLarge {
-        /// "GNU long name", "GNU long link", "PAX header" or "PAX global header".
-        kind: &'static str,
-        /// The declared size.
-        size: u64,
-        /// The limit.
-        limit: u64,
-    },
-    /// An encrypted zip entry.
-    #[error("{path}: encrypted entries are not allowed")]
-    EncryptedEntry {
-        /// The entry's path.
-        path: String,
-    },
-    /// A zip compression method other than stored or deflate.
-    #[error("{path}: compression method {method} is not supported (only stored and deflate)")]
-    UnsupportedCompression {
-        /// The entry's path.
-        path: String,
-        /// The method, as the zip crate names it.
-        method: String,
-    },
-    /// The stream ended early.
-    #[error("archive is truncated: {detail}")]
-    Truncated {
-        /// Where it ended.
-        detail: String,
-    },
-    /// The stream is malformed (bad checksum, bad gzip, bad zip structure, sizes that lie).
-    #[error("archive is corrupt: {detail}")]
-    Corrupt {
-        /// What is wrong.
-        detail: String,
-    },
-    /// No `SKILL.md` at the skill root.
-    #[error("SKILL.md not found (at the archive root or in its single top-level folder)")]
-    MissingSkillMd,
-    /// `SKILL.md` larger than `Limits::skill_md_bytes`.
-    #[error("SKILL.md is larger than {limit} bytes")]
-    SkillMdTooLarge {
-        /// The limit.
-        limit: u64,
-    },
-    /// `SKILL.md` is not UTF-8.
-    #[error("SKILL.md is not valid UTF-8")]
-    SkillMdNotUtf8,
-    /// `SKILL.md` does not start with a `---` line.
-    #[error("SKILL.md must start with YAML frontmatter (a `---` line)")]
-    MissingFrontmatter,
-    /// The frontmatter has no closing `---` line.
-    #[error("SKILL.md frontmatter is not closed with a `---` line")]
-    UnclosedFrontmatter,
-    /// The frontmatter is not valid YAML (or exceeds the parser's alias/size budget).
-    #[error("invalid YAML in SKILL.md frontmatter: {detail}")]
-    InvalidYaml {
-        /// The parser's message (first line).
-        detail: String,
-    },
-    /// The frontmatter is not a mapping.
-    #[error("SKILL.md frontmatter must be a YAML mapping")]
-    FrontmatterNotMapping,
-    /// A top-level frontmatter key outside the specification.
-    #[error("unexpected key in SKILL.md frontmatter: {field} (allowed: allowed-tools, compatibility, description, license, metadata, name)")]
-    UnknownField {
-        /// The key.
-        field: String,
-    },
-    /// `name` or `description` missing.
-    #[error("missing required field in SKILL.md frontmatter: {field}")]
-    MissingField {
-        /// The field.
-        field: &'static str,
-    },
-    /// A field of the wrong YAML type.
-    #[error("field '{field}' must be {expected}")]
-    FieldType {
-        /// The field.
-        field: String,
-        /// What it must be.
-        expected: &'static str,
-    },
-    /// `name` breaks the naming rules.
-    #[error("invalid skill name {name:?}: {reason}")]
-    InvalidSkillName {
-        /// The name (shortened).
-        name: String,
-        /// Which rule.
-        reason: &'static str,
-    },
-    /// `name` differs from the archive's top-level folder.
-    #[error("skill name {name:?} does not match its folder {folder:?}")]
-    NameMismatch {
-        /// The name.
-        name: String,
-        /// The folder.
-        folder: String,
-    },
-    /// `description` breaks the rules.
-    #[error("invalid description: {reason}")]
-    InvalidDescription {
-        /// Which rule.
-        reason: &'static str,
-    },
-    /// `compatibility` breaks the rules.
-    #[error("invalid compatibility: {reason}")]
-    InvalidCompatibility {
-        /// Which rule.
-        reason: &'static str,
-    },
-    /// A `metadata` entry that is not a string (or a verifier key used wrongly).
-    #[error("invalid metadata.{key}: {reason}")]
-    InvalidMetadata {
-        /// The key.
-        key: String,
-        /// Which rule.
-        reason: &'static str,
-    },
-    /// `metadata.verify-runtime` is not `shell`, `python` or `node`.
-    #[error("invalid metadata.verify-runtime {value:?}: must be shell, python or node")]
-    InvalidRuntime {
-        /// The value given (shortened).
-        value: String,
-    },
-    /// `metadata.verify-timeout` is not a positive integer number of seconds.
-    #[error("invalid metadata.verify-timeout {value:?}: must be a positive integer (seconds)")]
-    InvalidTimeout {
-        /// The value given (shortened).
-        value: String,
-    },
-    /// `metadata.verify-test` is empty or unusable.
-    #[error("invalid metadata.verify-test: {reason}")]
-    InvalidTestCommand {
-        /// Which rule.
-        reason: &'static str,
-    },
-    /// The work directory already exists (a caller bug: it must be fresh).
-    #[error("work directory {path} already exists")]
-    WorkDirExists {
-        /// The path.
-        path: PathBuf,
-    },
-    /// Reading or writing on our side failed (not the package's fault).
-    #[error("reading {path}: {source}")]
-    Io {
-        /// What was being read or written.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
-
-impl PackageError {
-    /// A stable machine-readable code, used by the API (`error.code`).
-    pub fn code(&self) -> &'static str {
-        use PackageError as E;
-        match self {
-            E::UnsupportedFormat => "unsupported_format",
-            E::ArchiveTooLarge { .. } => "archive_too_large",
-            E::UnreadableInput { .. } => "unreadable_input",
-            E::AbsolutePath { .. } => "absolute_path",
-            E::ParentDir { .. } => "parent_dir",
-            E::WindowsPrefix { .. } => "windows_prefix",
-            E::Backslash { .. } => "backslash",
-            E::ControlCharacter { .. } => "control_character",
-            E::InvalidName { .. } => "invalid_name",
-            E::EmptyPath => "empty_path",
-            E::PathTooDeep { .. } => "path_too_deep",
-            E::ComponentTooLong { .. } => "component_too_long",
-            E::Symlink { .. } => "symlink",
-            E::HardLink { .. } => "hard_link",
-            E::SpecialFile { .. } => "special_file",
-            E::SparseEntry { .. } => "sparse_entry",
-            E::UnsupportedEntry { .. } => "unsupported_entry",
-            E::DuplicatePath { .. } => "duplicate_path",
-            E::PathConflict { .. } => "path_conflict",
-            E::TooManyEntries { .. } => "too_many_entries",
-            E::UnpackedTooLarge { .. } => "unpacked_too_large",
-            E::CompressionRatio { .. } => "compression_ratio",
-            E::ExtensionTooLarge { .. } => "extension_too_large",
-            E::EncryptedEntry { .. } => "encrypted_entry",
-            E::UnsupportedCompression { .. } => "unsupported_compression",
-            E::Truncated { .. } => "truncated",
-            E::Corrupt { .. } => "corrupt",
-            E::MissingSkillMd => "missing_skill_md",
-            E::SkillMdTooLarge { .. } => "skill_md_too_large",
-            E::SkillMdNotUtf8 => "skill_md_not_utf8",
-            E::MissingFrontmatter => "missing_frontmatter",
-            E::UnclosedFrontmatter => "unclosed_frontmatter",
-            E::InvalidYaml { .. } => "invalid_yaml",
-            E::FrontmatterNotMapping => "frontmatter_not_mapping",
-            E::UnknownField { .. } => "unknown_field",
-            E::MissingField { .. } => "missing_field",
-            E::FieldType { .. } => "field_type",
-            E::InvalidSkillName { .. } => "invalid_skill_name",
-            E::NameMismatch { .. } => "name_mismatch",
-            E::InvalidDescription { .. } => "invalid_description",
-            E::InvalidCompatibility { .. } => "invalid_compatibility",
-            E::InvalidMetadata { .. } => "invalid_metadata",
-            E::InvalidRuntime { .. } => "invalid_runtime",
-            E::InvalidTimeout { .. } => "invalid_timeout",
-            E::InvalidTestCommand { .. } => "invalid_test_command",
-            E::WorkDirExists { .. } => "work_dir_exists",
-            E::Io { .. } => "io",
-        }
-    }
-
-    /// True when the failure is the package's fault (a 4xx / exit 2), false when it is ours
-    /// (I/O on our side: a 5xx / exit 3). An unreadable input path counts as the caller's.
-    pub fn is_invalid_package(&self) -> bool {
-        !matches!(
-            self,
-            PackageError::Io { .. } | PackageError::WorkDirExists { .. }
-        )
-    }
-
-    /// A closure that wraps an `io::Error` on our side as [`PackageError::Io`].
-    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError {
-        let path = path.to_path_buf();
-        move |source| PackageError::Io { path, source }
-    }
-}
-
-/// Loads a package from `path`: an archive (detected by content) is unpacked under
-/// `work_dir` (which must not exist yet; it is created, and removed again on failure);
-/// a directory is validated in place and `work_dir` is not touched.
+/// Reads the package at `input` once (an archive detected by content, or a directory) and
+/// writes its normalised tar to `tar_out`, which must not exist (its directory must). On a
+/// refusal nothing is left: no `tar_out`, no spool. No file of the package is ever created
+/// on the host.
 ///
 /// Blocking: call it from `spawn_blocking` in async code.
-pub fn load(path: &Path, work_dir: &Path, limits: &Limits) -> Result<Package, PackageError> {
-    let meta = std::fs::metadata(path).map_err(|source| PackageError::UnreadableInput {
-        path: path.to_path_buf(),
+pub fn read(input: &Path, tar_out: &Path, limits: &Limits) -> Result<Package, PackageError> {
+    if tar_out.symlink_metadata().is_ok() {
+        return Err(PackageError::OutputExists {
+            path: tar_out.to_path_buf(),
+        });
+    }
+    let spool = read::spool_for(tar_out)?;
+    let (read, checked) = read_checked(input, Some(spool), limits)?;
+    let spool = read
+        .spool
+        .as_ref()
+        .expect("a spool was given, so the read keeps it");
+    let mut emits = tree_emits(&read, checked.top.as_deref());
+    emits.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+    let (tar, offsets) = read::emit::write_tar(&emits, spool, tar_out)?;
+    let mut package = checked.package;
+    // `file_facts` and the file entries of `emits` are both in canonical order, and the
+    // `offsets` are those of the file entries.
+    for (fact, offset) in package.file_facts.iter_mut().zip(offsets) {
+        fact.tar_offset = Some(offset);
+    }
+    Ok(Package {
+        format: package.format,
+        manifest: package.manifest,
+        test: package.test,
+        tree_sha256: package.tree_sha256,
+        archive_sha256: package.archive_sha256,
+        files: package.files,
+        bytes: package.bytes,
+        file_facts: package.file_facts,
+        tar,
+    })
+}
+
+/// Reads and validates the package at `input` exactly as [`read`] does, but only hashes
+/// its files: no tar, no spool, nothing written anywhere.
+///
+/// Blocking: call it from `spawn_blocking` in async code.
+pub fn inspect(input: &Path, limits: &Limits) -> Result<Package<()>, PackageError> {
+    let (_, checked) = read_checked(input, None, limits)?;
+    Ok(checked.package)
+}
+
+impl TreeTar {
+    /// Writes the tree under `root` as a normalised tar at `out` (created; must not exist),
+    /// read through the same entry rules as a package (default [`Limits`]) but without
+    /// looking for a skill root or a manifest: the tar holds `root`'s tree as it is.
+    pub fn write_from_dir(root: &Path, out: &Path) -> Result<TreeTar, PackageError> {
+        let limits = Limits::default();
+        if out.symlink_metadata().is_ok() {
+            return Err(PackageError::OutputExists {
+                path: out.to_path_buf(),
+            });
+        }
+        let mut sink = read::TreeSink::new(&limits, Some(read::spool_for(out)?));
+        read::dir::read_dir_tree(root, &mut sink)?;
+        let read = sink.finish()?;
+        let spool = read.spool.as_ref().expect("a spool was given");
+        let mut emits = tree_emits(&read, None);
+        emits.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+        Ok(read::emit::write_tar(&emits, spool, out)?.0)
+    }
+}
+
+/// The tar entries of everything under the skill root `top` (or the whole tree).
+fn tree_emits(read: &read::ReadTree, top: Option<&str>) -> Vec<read::emit::Emit> {
+    let prefix = top.map(|t| format!("{t}/"));
+    let strip = |path: &str| -> Option<String> {
+        match &prefix {
+            Some(p) => path.strip_prefix(p.as_str()).map(str::to_string),
+            None => Some(path.to_string()),
+        }
+    };
+    let mut out = Vec::new();
+    for (path, node) in &read.nodes {
+        if let (read::Node::Dir { .. }, Some(rel)) = (node, strip(path)) {
+            out.push(read::emit::Emit {
+                entry: TreeEntry {
+                    path: rel,
+                    kind: EntryKind::Dir,
+                    executable: false,
+                    len: 0,
+                },
+                spool_offset: 0,
+            });
+        }
+    }
+    for (file, offset) in read.files.iter().zip(&read.spool_offsets) {
+        if let Some(rel) = strip(&file.path) {
+            out.push(read::emit::Emit {
+                entry: TreeEntry {
+                    path: rel,
+                    kind: EntryKind::File,
+                    executable: file.executable,
+                    len: file.len,
+                },
+                spool_offset: *offset,
+            });
+        }
+    }
+    out
+}
+
+/// A validated package before its tar is written (files re-rooted, in canonical order) and
+/// its skill root's folder, if any.
+struct Checked {
+    package: Package<()>,
+    top: Option<String>,
+}
+
+/// The one read, then the skill root, the manifest, the plan and the digests.
+fn read_checked(
+    input: &Path,
+    spool: Option<std::fs::File>,
+    limits: &Limits,
+) -> Result<(read::ReadTree, Checked), PackageError> {
+    let meta = std::fs::metadata(input).map_err(|source| PackageError::UnreadableInput {
+        path: input.to_path_buf(),
         source,
     })?;
-    if meta.is_dir() {
-        return load_directory(path, limits);
-    }
-    let format = detect::detect_file(path, limits)?;
-    let guard = unpack::WorkDirGuard::create(work_dir)?;
-    let unpacked = unpack::unpack(path, format, work_dir, limits)?;
-    let package = finish(
-        work_dir,
-        format,
-        unpacked.files,
-        Some(unpacked.archive_sha256),
-        limits,
-    )?;
-    guard.keep();
-    Ok(package)
-}
-
-/// Validates a directory in place: the same path and entry rules as an archive, then the
-/// same manifest, plan and digest steps.
-fn load_directory(dir: &Path, limits: &Limits) -> Result<Package, PackageError> {
-    let files = tree::scan_directory(dir, limits)?;
-    finish(dir, Format::Directory, files, None, limits)
-}
-
-/// Shared tail of [`load`]: find the skill root, read the manifest, plan the test, digest.
-fn finish(
-    base: &Path,
-    format: Format,
-    files: Vec<tree::FileRecord>,
-    archive_sha256: Option<Sha256Digest>,
-    limits: &Limits,
-) -> Result<Package, PackageError> {
-    let (top, files) = tree::skill_root(base, files)?;
-    let root = match &top {
-        Some(folder) => base.join(folder),
-        None => base.to_path_buf(),
+    let (format, read, archive_sha256) = if meta.is_dir() {
+        let mut sink = read::TreeSink::new(limits, spool);
+        read::dir::read_dir_tree(input, &mut sink)?;
+        (Format::Directory, sink.finish()?, None)
+    } else {
+        let format = detect::detect_file(input, limits)?;
+        let (read, digest) = read::read_archive(input, format, spool, limits)?;
+        (format, read, Some(digest))
     };
-    let skill_md = files
+    let top = skill_root(&read)?;
+    let skill_md_path = match &top {
+        Some(t) => format!("{t}/SKILL.md"),
+        None => "SKILL.md".to_string(),
+    };
+    let record = read
+        .files
         .iter()
-        .find(|f| f.path == "SKILL.md")
+        .find(|f| f.path == skill_md_path)
         .ok_or(PackageError::MissingSkillMd)?;
-    if skill_md.len > limits.skill_md_bytes {
+    if record.len > limits.skill_md_bytes {
         return Err(PackageError::SkillMdTooLarge {
             limit: limits.skill_md_bytes,
         });
     }
-    let skill_md_path = root.join("SKILL.md");
-    let text = read_bounded(&skill_md_path, limits.skill_md_bytes)?;
+    let text = read
+        .skill_md
+        .iter()
+        .find(|(p, _)| *p == skill_md_path)
+        .map(|(_, text)| text.as_slice())
+        .ok_or(PackageError::MissingSkillMd)?;
     // A directory may only name-check against its folder when it came from an archive's
     // top folder: a directory on a user's disk can be called anything (see docs).
     let folder = if format == Format::Directory {
@@ -681,81 +483,69 @@ fn finish(
     } else {
         top.as_deref()
     };
-    let manifest = manifest::parse_skill_md(&text, folder)?;
-    let test = plan::plan(&manifest, &root, &files)?;
-    let tree_sha256 = tree::digest(&files);
-    Ok(Package {
-        root,
+    let manifest = manifest::parse_skill_md(text, folder)?;
+
+    let prefix = top.as_ref().map(|t| format!("{t}/"));
+    let mut files: Vec<(FileRecord, usize)> = read
+        .files
+        .iter()
+        .enumerate()
+        .filter_map(|(index, f)| {
+            let rel = match &prefix {
+                Some(p) => f.path.strip_prefix(p.as_str())?.to_string(),
+                None => f.path.clone(),
+            };
+            Some((
+                FileRecord {
+                    path: rel,
+                    ..f.clone()
+                },
+                index,
+            ))
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.path.as_bytes().cmp(b.0.path.as_bytes()));
+    let facts: Vec<FileRecord> = files.iter().map(|(f, _)| f.clone()).collect();
+    // Re-rooting can make a second-level component the first one: check it like one.
+    if let Some(p) = prefix.as_deref() {
+        let mut under_root = read.nodes.keys().filter_map(|k| k.strip_prefix(p));
+        if let Some(bad) = under_root.find(|k| path::has_drive_prefix(k)) {
+            return Err(PackageError::WindowsPrefix {
+                path: path::display_name(bad.as_bytes()),
+            });
+        }
+    }
+    let test = plan::plan(&manifest, &facts)?;
+    let tree_sha256 = tree::digest(&facts);
+    let package = Package {
         format,
         manifest,
         test,
         tree_sha256,
         archive_sha256,
-        files: files.len() as u64,
-        bytes: files.iter().map(|f| f.len).sum(),
-    })
+        files: facts.len() as u64,
+        bytes: facts.iter().map(|f| f.len).sum(),
+        file_facts: facts,
+        tar: (),
+    };
+    Ok((read, Checked { package, top }))
 }
 
-/// Reads at most `limit` bytes of a file we wrote (or validated), refusing anything larger.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, PackageError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(PackageError::io(path))?;
-    let mut out = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(PackageError::io(path))?;
-    if out.len() as u64 > limit {
-        return Err(PackageError::SkillMdTooLarge { limit });
-    }
-    Ok(out)
-}
-
-/// Walks a validated tree and returns its entries in canonical order (sorted by path bytes).
-/// Refuses anything but directories and regular files.
-pub fn tree_entries(root: &Path) -> Result<Vec<TreeEntry>, PackageError> {
-    use std::os::unix::fs::PermissionsExt;
-
-    let mut out = Vec::new();
-    let mut pending = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = pending.pop() {
-        for item in std::fs::read_dir(&dir).map_err(PackageError::io(&dir))? {
-            let item = item.map_err(PackageError::io(&dir))?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(PackageError::InvalidName {
-                    path: format!("{prefix}{}", name.to_string_lossy()),
-                });
-            };
-            let rel = format!("{prefix}{name}");
-            // symlink_metadata: never follow a link, report it instead.
-            let meta =
-                std::fs::symlink_metadata(item.path()).map_err(PackageError::io(&item.path()))?;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                pending.push((item.path(), format!("{rel}/")));
-                out.push(TreeEntry {
-                    path: rel,
-                    kind: EntryKind::Dir,
-                    executable: false,
-                    len: 0,
-                });
-            } else if ft.is_file() {
-                out.push(TreeEntry {
-                    path: rel,
-                    kind: EntryKind::File,
-                    executable: meta.permissions().mode() & 0o111 != 0,
-                    len: meta.len(),
-                });
-            } else if ft.is_symlink() {
-                return Err(PackageError::Symlink { path: rel });
-            } else {
-                return Err(PackageError::SpecialFile {
-                    path: rel,
-                    kind: tree::special_kind(&ft),
-                });
-            }
+/// The skill root: the archive's single top-level entry when it is a folder holding
+/// `SKILL.md`, otherwise the archive root (which must then hold `SKILL.md`). Returns the
+/// folder's name, if any.
+fn skill_root(read: &read::ReadTree) -> Result<Option<String>, PackageError> {
+    let mut tops = read.nodes.iter().filter(|(path, _)| !path.contains('/'));
+    let first = tops.next();
+    if let (Some((name, read::Node::Dir { .. })), None) = (first, tops.next()) {
+        let skill_md = format!("{name}/SKILL.md");
+        if read.files.iter().any(|f| f.path == skill_md) {
+            return Ok(Some(name.clone()));
         }
     }
-    out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    Ok(out)
+    if read.files.iter().any(|f| f.path == "SKILL.md") {
+        Ok(None)
+    } else {
+        Err(PackageError::MissingSkillMd)
+    }
 }

@@ -42,6 +42,14 @@ pub fn display_name(raw: &[u8]) -> String {
     out
 }
 
+/// True when `path`'s first component starts like a Windows drive (`C:`). Checked on entry
+/// paths as stored and again on paths relative to the skill root, where a second-level
+/// component (`skill/C:x`) becomes the first.
+pub fn has_drive_prefix(path: &str) -> bool {
+    let first = path.split('/').next().unwrap_or_default().as_bytes();
+    first.len() >= 2 && first[0].is_ascii_alphabetic() && first[1] == b':'
+}
+
 impl ArchivePath {
     /// Parses raw entry-name bytes under `limits`.
     pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedName, PackageError> {
@@ -86,12 +94,10 @@ impl ArchivePath {
             }
         }
         // Checked on the first real component, so `./C:/x` is caught as well as `C:/x`.
-        if let Some(first) = parts.first().map(|p| p.as_bytes()) {
-            if first.len() >= 2 && first[0].is_ascii_alphabetic() && first[1] == b':' {
-                return Err(PackageError::WindowsPrefix {
-                    path: display_name(raw),
-                });
-            }
+        if parts.first().is_some_and(|p| has_drive_prefix(p)) {
+            return Err(PackageError::WindowsPrefix {
+                path: display_name(raw),
+            });
         }
         if parts.len() > limits.depth {
             return Err(PackageError::PathTooDeep {

@@ -25,8 +25,6 @@
 //! `sh -n`, and in the python image every `*.py` with `compile()` (through `python3 -c`, so no
 //! `__pycache__` is written), or in the node image every script with `node --check`.
 
-use std::path::Path;
-
 use super::tree::FileRecord;
 use super::{Manifest, PackageError, Runtime, TestPlan, TestSource};
 
@@ -36,8 +34,50 @@ const NPM_PLACEHOLDER: &str = "echo \"Error: no test specified\" && exit 1";
 /// Longest `verify-test` command accepted (it ends up in the attestation).
 const MAX_COMMAND_BYTES: usize = 4096;
 
-/// Largest `package.json` / test file read for detection.
+/// Largest prefix of a `package.json` / test file read for detection.
 const MAX_PROBE_BYTES: u64 = 1024 * 1024;
+
+/// What detection learned from a file's content, captured while the package was read (the
+/// first [`MAX_PROBE_BYTES`] bytes, which must be UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Probe {
+    /// A Python test file (`test_*.py`, `*_test.py`).
+    PythonTest {
+        /// It mentions `unittest` and not `pytest`.
+        unittest_only: bool,
+    },
+    /// A `package.json` (probed only where it may be the skill root's).
+    PackageJson {
+        /// `scripts.test`, when usable (see the module docs), as the command to run.
+        test_command: Option<String>,
+    },
+}
+
+/// How many bytes of a file named `name` the reader must capture for [`probe`], if any.
+/// `at_root` tells whether the file may turn out to be at the skill root.
+pub fn wants_content(name: &str, at_root: bool) -> Option<u64> {
+    if is_python_test(name) || (at_root && name == "package.json") {
+        Some(MAX_PROBE_BYTES)
+    } else {
+        None
+    }
+}
+
+/// Learns what detection needs from the captured start of a file named `name`.
+pub fn probe(name: &str, content: &[u8]) -> Option<Probe> {
+    let text = std::str::from_utf8(content).ok();
+    if is_python_test(name) {
+        return Some(Probe::PythonTest {
+            unittest_only: text.is_some_and(|t| t.contains("unittest") && !t.contains("pytest")),
+        });
+    }
+    if name == "package.json" {
+        return Some(Probe::PackageJson {
+            test_command: text.and_then(node_test_script),
+        });
+    }
+    None
+}
 
 /// The smoke check for shell scripts (busybox `find` and `sh` understand it).
 pub const SMOKE_SHELL: &str =
@@ -49,12 +89,9 @@ pub const SMOKE_PYTHON: &str = "python3 -c \"import pathlib; [compile(p.read_byt
 /// The smoke check for JavaScript files.
 pub const SMOKE_NODE: &str = "find . -path ./node_modules -prune -o -type f \\( -name '*.js' -o -name '*.mjs' -o -name '*.cjs' \\) -print | while IFS= read -r f; do node --check \"$f\" || exit 1; done";
 
-/// Builds the test plan for a validated manifest and tree (files relative to `root`).
-pub fn plan(
-    manifest: &Manifest,
-    root: &Path,
-    files: &[FileRecord],
-) -> Result<TestPlan, PackageError> {
+/// Builds the test plan for a validated manifest and tree (files relative to the skill
+/// root, with the probes the read captured).
+pub fn plan(manifest: &Manifest, files: &[FileRecord]) -> Result<TestPlan, PackageError> {
     let meta = &manifest.metadata;
     let timeout_secs = meta
         .get("verify-timeout")
@@ -86,7 +123,7 @@ pub fn plan(
             });
         }
         let runtime = runtime
-            .or_else(|| detect(root, files).map(|(_, r)| r))
+            .or_else(|| detect(files).map(|(_, r)| r))
             .unwrap_or(Runtime::Shell);
         return Ok(TestPlan {
             command: command.to_string(),
@@ -101,7 +138,7 @@ pub fn plan(
             reason: "only allowed together with verify-test",
         });
     }
-    if let Some((command, runtime)) = detect(root, files) {
+    if let Some((command, runtime)) = detect(files) {
         return Ok(TestPlan {
             command,
             runtime,
@@ -145,51 +182,44 @@ fn is_python_test(path: &str) -> bool {
     name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
 }
 
-fn read_small(root: &Path, rel: &str) -> Option<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(root.join(rel)).ok()?;
-    let mut out = String::new();
-    file.take(MAX_PROBE_BYTES).read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 /// Layout detection; see the module docs for the rules.
-fn detect(root: &Path, files: &[FileRecord]) -> Option<(String, Runtime)> {
-    let has = |p: &str| files.iter().any(|f| f.path == p);
-    let tests: Vec<&str> = files
-        .iter()
-        .map(|f| f.path.as_str())
-        .filter(|p| is_python_test(p))
-        .collect();
+fn detect(files: &[FileRecord]) -> Option<(String, Runtime)> {
+    let find = |p: &str| files.iter().find(|f| f.path == p);
+    let tests: Vec<&FileRecord> = files.iter().filter(|f| is_python_test(&f.path)).collect();
     let pytest_config = files.iter().any(|f| {
         let name = file_name(&f.path);
         name == "conftest.py" || name == "pytest.ini"
     });
     if !tests.is_empty() || pytest_config {
-        return Some((python_command(root, &tests, pytest_config), Runtime::Python));
+        return Some((python_command(&tests, pytest_config), Runtime::Python));
     }
-    if has("package.json") {
-        if let Some(script) = node_test_script(root) {
-            return Some((script, Runtime::Node));
-        }
+    if let Some(Probe::PackageJson {
+        test_command: Some(command),
+    }) = find("package.json").and_then(|f| f.probe.as_ref())
+    {
+        return Some((command.clone(), Runtime::Node));
     }
-    if has("test.sh") {
+    if find("test.sh").is_some() {
         return Some(("sh test.sh".to_string(), Runtime::Shell));
     }
     None
 }
 
-fn python_command(root: &Path, tests: &[&str], pytest_config: bool) -> String {
+fn python_command(tests: &[&FileRecord], pytest_config: bool) -> String {
     const PYTEST: &str = "python3 -B -m pytest -q -p no:cacheprovider";
     if pytest_config || tests.is_empty() {
         return PYTEST.to_string();
     }
-    let dir = parent(tests[0]);
+    let dir = parent(&tests[0].path);
     let unittest_only = tests.iter().all(|t| {
-        parent(t) == dir
-            && file_name(t).starts_with("test")
-            && read_small(root, t)
-                .is_some_and(|src| src.contains("unittest") && !src.contains("pytest"))
+        parent(&t.path) == dir
+            && file_name(&t.path).starts_with("test")
+            && matches!(
+                t.probe,
+                Some(Probe::PythonTest {
+                    unittest_only: true
+                })
+            )
     });
     if unittest_only {
         // Test file names are validated (no control characters); quote for the shell.
@@ -199,9 +229,8 @@ fn python_command(root: &Path, tests: &[&str], pytest_config: bool) -> String {
     }
 }
 
-fn node_test_script(root: &Path) -> Option<String> {
-    let text = read_small(root, "package.json")?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+fn node_test_script(text: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(text).ok()?;
     let script = json.get("scripts")?.get("test")?.as_str()?.trim();
     if script.is_empty() || script == NPM_PLACEHOLDER || script.len() > MAX_COMMAND_BYTES {
         return None;
@@ -260,6 +289,8 @@ mod tests {
             executable: false,
             len: 0,
             sha256: [0; 32],
+            tar_offset: None,
+            probe: None,
         }
     }
 
@@ -270,7 +301,7 @@ mod tests {
             ("verify-runtime", "node"),
             ("verify-timeout", "45"),
         ]);
-        let p = plan(&m, Path::new("/nonexistent"), &[]).unwrap();
+        let p = plan(&m, &[]).unwrap();
         assert_eq!(p.command, "make check");
         assert_eq!(p.runtime, Runtime::Node);
         assert_eq!(p.timeout_secs, Some(45));
@@ -279,41 +310,35 @@ mod tests {
 
     #[test]
     fn bad_runtime_and_timeout_are_refused() {
-        let root = Path::new("/nonexistent");
         for t in ["0", "-1", "1.5", "10s", "", "99999999999999999999999"] {
             let m = manifest(&[("verify-test", "x"), ("verify-timeout", t)]);
             assert!(
-                matches!(
-                    plan(&m, root, &[]),
-                    Err(PackageError::InvalidTimeout { .. })
-                ),
+                matches!(plan(&m, &[]), Err(PackageError::InvalidTimeout { .. })),
                 "{t}"
             );
         }
         let m = manifest(&[("verify-test", "x"), ("verify-runtime", "ruby")]);
         assert!(matches!(
-            plan(&m, root, &[]),
+            plan(&m, &[]),
             Err(PackageError::InvalidRuntime { .. })
         ));
         let m = manifest(&[("verify-runtime", "python")]);
         assert!(matches!(
-            plan(&m, root, &[]),
+            plan(&m, &[]),
             Err(PackageError::InvalidMetadata { .. })
         ));
         let m = manifest(&[("verify-test", "  ")]);
         assert!(matches!(
-            plan(&m, root, &[]),
+            plan(&m, &[]),
             Err(PackageError::InvalidTestCommand { .. })
         ));
     }
 
     #[test]
     fn detection_order_and_smoke_fallback() {
-        let root = Path::new("/nonexistent");
         let m = manifest(&[]);
         let p = plan(
             &m,
-            root,
             &[rec("SKILL.md"), rec("test.sh"), rec("tests/test_x.py")],
         )
         .unwrap();
@@ -322,11 +347,11 @@ mod tests {
             (Runtime::Python, TestSource::Detected)
         );
         assert!(p.command.contains("pytest"));
-        let p = plan(&m, root, &[rec("SKILL.md"), rec("test.sh")]).unwrap();
+        let p = plan(&m, &[rec("SKILL.md"), rec("test.sh")]).unwrap();
         assert_eq!(p.command, "sh test.sh");
-        let p = plan(&m, root, &[rec("SKILL.md"), rec("scripts/a.js")]).unwrap();
+        let p = plan(&m, &[rec("SKILL.md"), rec("scripts/a.js")]).unwrap();
         assert_eq!((p.runtime, p.source), (Runtime::Node, TestSource::Smoke));
-        let p = plan(&m, root, &[rec("SKILL.md")]).unwrap();
+        let p = plan(&m, &[rec("SKILL.md")]).unwrap();
         assert_eq!((p.runtime, p.source), (Runtime::Shell, TestSource::Smoke));
     }
 

@@ -1,18 +1,18 @@
 //! The `sandbox` stage: a validated skill tree and its test plan in, a [`RunOutcome`] out,
 //! produced by running the test in a fresh, locked-down Docker container.
 //!
-//! OWNER: issue 3. The public items below are the interface other stages rely on; add freely,
-//! rename none without telling the integrator.
-//!
 //! - [`spec`]: [`ContainerSpec`] as plain data, a pure function of (test plan, policy).
-//! - [`docker`]: the only file that speaks to Docker (bollard).
+//! - [`docker`]: the only module that speaks to Docker (bollard), split by concern: engine
+//!   calls with typed errors, the create body, the run loop, the warm pool, stdin feeding.
 //! - [`images`]: runner images: present, else pull, else build locally.
 //!
 //! How one run goes (see [`docker`] for the details): the container is created from the
 //! [`ContainerSpec`] with a read-only root filesystem and two tmpfs mounts (`/work`, owned by
-//! the test user, and `/tmp`); the runner attaches to it before starting it, streams a tar of
-//! the validated tree into its stdin, which the image's own `tar` unpacks into `/work`; then
-//! the test runs with `sh -c` there. Output is counted and capped as it arrives, the
+//! the test user, and `/tmp`), attached and started (ahead of demand, when the warm pool
+//! is on); the runner streams the job's normalised tar ([`TreeTar`]) into its stdin, which
+//! the image's own `tar` unpacks into `/work`; then the test runs with `sh -c` there.
+//! The isolation tier ([`Isolation`]: runc or gVisor's runsc) picks the OCI runtime, and
+//! the runtime that actually ran is read back from the engine for the attestation. Output is counted and capped as it arrives, the
 //! wall-clock deadline is the daemon's own, and the container is always removed.
 
 pub mod docker;
@@ -20,17 +20,18 @@ pub mod images;
 pub mod spec;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Sha256Digest;
-use crate::package::Runtime;
+use crate::package::{Runtime, TreeTar};
 
+pub use docker::lease::LABEL_LEASE;
 pub use docker::DockerRunner;
-pub use spec::{spec_for, ContainerSpec, Policy, RunLimits};
+pub use spec::{spec_for, ContainerSpec, Isolation, Policy, RunLimits};
 
 /// Label key every container carries: the daemon instance that created it.
 pub const LABEL_INSTANCE: &str = "dev.skill-verifier.instance";
@@ -67,34 +68,121 @@ pub struct RunOutcome {
     pub image: String,
     /// The image's content digest (`sha256:...`, the image ID).
     pub image_digest: String,
+    /// The OCI runtime that ran the container, read back from the engine (`runc`, `runsc`).
+    #[serde(default)]
+    pub oci_runtime: String,
     /// The limits applied.
     pub limits: RunLimits,
 }
 
 /// Why the sandbox could not do its job (never a test failure: that is a [`RunOutcome`]).
+///
+/// Engine failures have one variant per operation and keep bollard's error as their source;
+/// the engine's answers that mean something to us (404 no such image/container, 409 conflict
+/// or removal in progress, 304 not modified) are mapped once in `docker::engine`, by status
+/// code, never by message text. Each variant's text names the operation and the engine's
+/// reply, because a job's `error.message` is the one line its submitter sees.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// The Docker engine could not be reached.
+    /// The Docker engine could not be reached (connecting or negotiating the API version).
     #[error("connecting to the Docker engine: {0}")]
-    Connect(String),
+    Connect(#[source] BollardError),
+    /// The engine did not answer a ping.
+    #[error("pinging the Docker engine: {}", docker::reply(.0))]
+    Ping(#[source] BollardError),
+    /// The engine's system info could not be read.
+    #[error("reading the Docker engine's info: {}", docker::reply(.0))]
+    EngineInfo(#[source] BollardError),
     /// The runner image is not present locally.
     #[error("runner image {image} is missing: run `skill-verifier images prepare`")]
     ImageMissing {
         /// The image reference.
         image: String,
     },
-    /// The test plan asks for something the policy does not allow.
-    #[error("invalid container spec: {0}")]
-    Spec(String),
-    /// A Docker API call failed.
-    #[error("{operation}: {message}")]
-    Docker {
-        /// Which operation failed (create container, start, wait, ...).
-        operation: &'static str,
-        /// The engine's message.
-        message: String,
+    /// Inspecting an image failed (other than "no such image").
+    #[error("inspecting image {image}: {}", docker::reply(.source))]
+    InspectImage {
+        /// The image reference.
+        image: String,
+        /// bollard's error.
+        source: BollardError,
     },
-    /// A Docker API call did not answer within its deadline.
+    /// Pulling an image failed.
+    #[error("pulling image {image}: {}", docker::reply(.source))]
+    PullImage {
+        /// The image reference.
+        image: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Creating a container failed (other than a missing image).
+    #[error("creating a container from {image}: {}", docker::reply(.source))]
+    CreateContainer {
+        /// The image reference.
+        image: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Attaching to a container's stdio failed.
+    #[error("attaching to container {id}: {}", docker::reply(.source))]
+    AttachContainer {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Starting a container failed.
+    #[error("starting container {id}: {}", docker::reply(.source))]
+    StartContainer {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Waiting for a container's exit failed.
+    #[error("waiting for container {id}: {}", docker::reply(.source))]
+    WaitContainer {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Reading a container's output stream failed.
+    #[error("reading the output of container {id}: {}", docker::reply(.source))]
+    ReadOutput {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Sending a signal to a container failed (other than "not running" or "gone").
+    #[error("killing container {id}: {}", docker::reply(.source))]
+    KillContainer {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Inspecting a container failed.
+    #[error("inspecting container {id}: {}", docker::reply(.source))]
+    InspectContainer {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Removing a container failed (other than "gone" or "removal already in progress").
+    #[error("removing container {id}: {}", docker::reply(.source))]
+    RemoveContainer {
+        /// The container ID.
+        id: String,
+        /// bollard's error.
+        source: BollardError,
+    },
+    /// Listing containers failed.
+    #[error("listing containers: {}", docker::reply(.0))]
+    ListContainers(#[source] BollardError),
+    /// An engine call did not answer within its deadline.
     #[error("{operation}: no answer from the Docker engine within {secs} s")]
     Timeout {
         /// Which operation timed out.
@@ -102,13 +190,34 @@ pub enum SandboxError {
         /// The deadline, in seconds.
         secs: u64,
     },
-    /// Reading the skill's tree on the host failed (or it changed under us).
-    #[error("reading the skill's tree: {0}")]
-    Tree(String),
+    /// The test plan asks for something the policy does not allow.
+    #[error("invalid container spec: {0}")]
+    Spec(String),
+    /// Reading the job's tar (its blob) on the host failed.
+    #[error("reading the skill's tar {}: {source}", path.display())]
+    ReadTree {
+        /// The tar file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configured OCI runtime is not registered with the engine.
+    #[error(
+        "the Docker engine has no OCI runtime {runtime:?} (it has: {}); for gVisor run \
+         `scripts/setup` (installs runsc and registers it in /etc/docker/daemon.json), or set \
+         [sandbox] isolation = \"runc\"",
+        registered.join(", ")
+    )]
+    RuntimeMissing {
+        /// The runtime asked for.
+        runtime: String,
+        /// The runtimes the engine has.
+        registered: Vec<String>,
+    },
     /// The image's `tar` could not unpack the skill's tree inside the container.
     #[error("unpacking the skill's tree in the container failed: {0}")]
     Unpack(String),
-    /// Building or pulling a runner image failed.
+    /// Building a runner image failed.
     #[error("preparing image {image}: {message}")]
     Image {
         /// The image reference.
@@ -121,12 +230,12 @@ pub enum SandboxError {
 /// Runs container specs. The real one is [`DockerRunner`]; tests of callers may use a double.
 #[async_trait]
 pub trait Runner: Send + Sync {
-    /// Runs `spec` with the tree under `tree` copied in as the working copy. Cancelling
+    /// Runs `spec` with the normalised tar `tree` unpacked as the working copy. Cancelling
     /// `cancel` kills the container and returns an outcome with `cancelled: true`.
     async fn run(
         &self,
         spec: &ContainerSpec,
-        tree: &Path,
+        tree: &TreeTar,
         cancel: CancellationToken,
     ) -> Result<RunOutcome, SandboxError>;
 
@@ -135,6 +244,10 @@ pub trait Runner: Send + Sync {
 
     /// Whether the engine answers (for `/health`).
     async fn ping(&self) -> Result<(), SandboxError>;
+
+    /// Starts filling the warm pool for `spec`'s shape in the background, so even the
+    /// first job of that shape finds a started container; runners without a pool ignore it.
+    fn prewarm(&self, _spec: &ContainerSpec) {}
 
     /// Waits until containers of finished runs are gone (runners that remove them in the
     /// background); the default has nothing to wait for.

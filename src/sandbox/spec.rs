@@ -23,6 +23,10 @@ pub const UNPACK_FAILED_EXIT: i64 = 125;
 /// [`SandboxError::Unpack`](super::SandboxError::Unpack).
 pub const UNPACK_FAILED_MARKER: &str = "skill-verifier: unpacking the skill's files failed";
 
+/// The line a warm container prints on stderr when it could not read its command; the
+/// runner turns it into [`SandboxError::Unpack`](super::SandboxError::Unpack) too.
+pub const READ_COMMAND_FAILED_MARKER: &str = "skill-verifier: reading the test command failed";
+
 /// The container's argv runs this script with `sh -c`: unpack the tar of the skill's tree
 /// that the runner streams into stdin, then replace itself with `sh -c <test>` in the skill
 /// root, stdin from `/dev/null`. The test command arrives as `$1`, never spliced into the
@@ -146,10 +150,35 @@ pub struct Policy {
     /// Network mode; `none` is the only sane value for untrusted code.
     pub network: String,
     /// `uid:gid` the test runs as.
+    #[serde(deserialize_with = "crate::config::string_or_number")]
     pub user: String,
-    /// An alternative OCI runtime registered with the engine (e.g. `runsc` for gVisor);
-    /// `None` uses the engine's default.
+    /// The isolation tier: `runc` (namespaces, cgroups, seccomp) or `gvisor` (runsc: a
+    /// user-space kernel between the test and the host's).
+    pub isolation: Isolation,
+    /// Expert override: any OCI runtime registered with the engine, used instead of the
+    /// tier's. The attestation records whichever runtime actually ran.
     pub oci_runtime: Option<String>,
+}
+
+/// The isolation tier (`[sandbox] isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// The engine's runc.
+    #[default]
+    Runc,
+    /// gVisor's runsc, registered with the engine as `runsc` (`scripts/setup` does it).
+    Gvisor,
+}
+
+impl Isolation {
+    /// The OCI runtime name this tier needs registered with the engine.
+    pub fn oci_runtime(self) -> &'static str {
+        match self {
+            Isolation::Runc => "runc",
+            Isolation::Gvisor => "runsc",
+        }
+    }
 }
 
 impl Default for Policy {
@@ -183,12 +212,21 @@ impl Default for Policy {
             kill_grace_secs: 2,
             network: "none".into(),
             user: "65534:65534".into(),
+            isolation: Isolation::Runc,
             oci_runtime: None,
         }
     }
 }
 
 impl Policy {
+    /// The OCI runtime runs use: the expert override, else the isolation tier's.
+    pub fn runtime_name(&self) -> &str {
+        self.oci_runtime
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or(self.isolation.oci_runtime())
+    }
+
     /// The limits a run under this policy gets, with `timeout_secs` already decided.
     pub fn limits(&self, timeout_secs: u64) -> RunLimits {
         RunLimits {
@@ -310,7 +348,7 @@ pub fn spec_for(
         network: policy.network.clone(),
         labels,
         limits,
-        oci_runtime: policy.oci_runtime.clone(),
+        oci_runtime: Some(policy.runtime_name().to_string()),
     })
 }
 
@@ -420,9 +458,27 @@ mod tests {
                 "kill_grace_secs": 2,
                 "read_only_rootfs": true
             },
-            "oci_runtime": null
+            "oci_runtime": "runc"
         });
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_isolation_tier_picks_the_runtime_and_the_override_wins() {
+        let gvisor = Policy {
+            isolation: Isolation::Gvisor,
+            ..Policy::default()
+        };
+        let spec = spec_for(&plan(Runtime::Shell, None), &gvisor, labels()).unwrap();
+        assert_eq!(spec.oci_runtime.as_deref(), Some("runsc"));
+        let expert = Policy {
+            oci_runtime: Some("kata".into()),
+            ..gvisor
+        };
+        assert_eq!(expert.runtime_name(), "kata");
+        let parsed: Policy = serde_json::from_str(r#"{"isolation":"gvisor"}"#).unwrap();
+        assert_eq!(parsed.isolation, Isolation::Gvisor);
+        assert!(serde_json::from_str::<Policy>(r#"{"isolation":"kvm"}"#).is_err());
     }
 
     #[test]

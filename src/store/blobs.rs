@@ -4,12 +4,8 @@
 //! so a crash leaves either no blob or a whole one. Names come only from digests we computed,
 //! never from input, so a blob path cannot escape the directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use super::StoreError;
 use crate::digest::Sha256Digest;
@@ -64,12 +60,8 @@ impl Blobs {
             return Ok(digest);
         }
         let tmp = self.temp_path();
-        let write = || -> std::io::Result<()> {
-            let mut f = create_private_file(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        };
-        write().map_err(blob_err(format!("writing {}", tmp.display())))?;
+        crate::fsutil::write_new_file(&tmp, bytes, 0o600)
+            .map_err(blob_err(format!("writing {}", tmp.display())))?;
         self.place(&tmp, &target)?;
         Ok(digest)
     }
@@ -86,10 +78,24 @@ impl Blobs {
         Ok(target)
     }
 
+    /// Makes `tmp` durable under `target`: the file's bytes are fsynced, then the rename,
+    /// then the directory entries (the fan-out folder and, when it was just made, the blob
+    /// directory), so a row that names the blob is only committed after the blob is on disk.
     fn place(&self, tmp: &Path, target: &Path) -> Result<(), StoreError> {
         let parent = target.parent().expect("blob paths have a parent");
+        let fresh_parent = !parent.exists();
+        File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(blob_err(format!("syncing {}", tmp.display())))?;
         create_private_dir(parent).map_err(blob_err(format!("creating {}", parent.display())))?;
-        fs::rename(tmp, target).map_err(blob_err(format!("renaming into {}", target.display())))
+        fs::rename(tmp, target).map_err(blob_err(format!("renaming into {}", target.display())))?;
+        crate::fsutil::sync_dir(parent)
+            .map_err(blob_err(format!("syncing {}", parent.display())))?;
+        if fresh_parent {
+            crate::fsutil::sync_dir(&self.dir)
+                .map_err(blob_err(format!("syncing {}", self.dir.display())))?;
+        }
+        Ok(())
     }
 
     /// Reads a blob whole.
@@ -97,33 +103,9 @@ impl Blobs {
         let path = self.path(digest);
         fs::read(&path).map_err(blob_err(format!("reading {}", path.display())))
     }
-
-    /// Hashes a file (used by tests and the crash check).
-    pub fn hash_file(path: &Path) -> std::io::Result<Sha256Digest> {
-        let mut f = File::open(path)?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(Sha256Digest::finish(h))
-    }
 }
 
-/// Creates a directory (and parents) with mode 0700.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Creates a new file with mode 0600 (fails if it exists).
-pub fn create_private_file(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
+pub use crate::fsutil::{create_private_dir, create_private_file};
 
 #[cfg(test)]
 mod tests {

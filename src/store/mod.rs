@@ -21,14 +21,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::attest::statement::Status;
 use crate::digest::Sha256Digest;
 use crate::ids::JobId;
+use crate::package::{Runtime, TestSource};
 
 pub use blobs::Blobs;
 pub use sqlite::SqliteStore;
 
 /// A job's status (DESIGN.md, "The API").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Accepted, waiting for a worker.
@@ -79,8 +81,14 @@ impl JobStatus {
     }
 }
 
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a running job is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Unpacking and validating the archive.
@@ -116,6 +124,12 @@ impl Phase {
     }
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Package facts recorded when the job is accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PackageSummary {
@@ -130,16 +144,85 @@ pub struct PackageSummary {
     /// Bytes of regular files.
     pub bytes: u64,
     /// The runtime the test needs.
-    pub runtime: String,
+    pub runtime: Runtime,
     /// `declared` | `detected` | `smoke`.
-    pub test_source: String,
+    pub test_source: TestSource,
+}
+
+/// Everything the worker needs of an accepted package, recorded when the job is accepted so
+/// the archive is read exactly once: the worker streams the job's normalised tar and never
+/// reads the archive again. Kept as a blob (the file list can be long), named by the row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageFacts {
+    /// The container format it arrived in.
+    pub format: crate::package::Format,
+    /// The validated manifest.
+    pub manifest: crate::package::Manifest,
+    /// The test plan.
+    pub test: crate::package::TestPlan,
+    /// Canonical tree digest.
+    pub tree_sha256: Sha256Digest,
+    /// Archive digest.
+    pub archive_sha256: Option<Sha256Digest>,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// Per-file facts, canonical order, with offsets into the tar.
+    pub file_facts: Vec<crate::package::tree::FileRecord>,
+    /// Length of the normalised tar.
+    pub tar_len: u64,
+    /// Bytes the tree occupies unpacked on a tmpfs.
+    pub footprint_bytes: u64,
+}
+
+impl PackageFacts {
+    /// The facts of a package that was read.
+    pub fn of(p: &crate::package::Package) -> Self {
+        Self {
+            format: p.format,
+            manifest: p.manifest.clone(),
+            test: p.test.clone(),
+            tree_sha256: p.tree_sha256,
+            archive_sha256: p.archive_sha256,
+            files: p.files,
+            bytes: p.bytes,
+            file_facts: p.file_facts.clone(),
+            tar_len: p.tar.len,
+            footprint_bytes: p.tar.footprint_bytes,
+        }
+    }
+
+    /// The package again, its tree being the normalised tar at `path` with digest `sha256`.
+    pub fn into_package(
+        self,
+        path: std::path::PathBuf,
+        sha256: Sha256Digest,
+    ) -> crate::package::Package {
+        crate::package::Package {
+            format: self.format,
+            manifest: self.manifest,
+            test: self.test,
+            tree_sha256: self.tree_sha256,
+            archive_sha256: self.archive_sha256,
+            files: self.files,
+            bytes: self.bytes,
+            file_facts: self.file_facts,
+            tar: crate::package::TreeTar {
+                path,
+                sha256,
+                len: self.tar_len,
+                footprint_bytes: self.footprint_bytes,
+            },
+        }
+    }
 }
 
 /// The result summary of a finished job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultSummary {
     /// PASSED | FAILED | WARNED.
-    pub status: String,
+    pub status: Status,
     /// Container exit code.
     pub exit_code: i64,
     /// Milliseconds the test ran.
@@ -150,6 +233,12 @@ pub struct ResultSummary {
     pub oom_killed: bool,
     /// Output was truncated.
     pub output_truncated: bool,
+    /// The verdict (tests + policy); absent on jobs finished before verdicts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::scan::VerdictStatus>,
+    /// Findings counted by severity.
+    #[serde(default)]
+    pub findings: crate::scan::SeverityCounts,
 }
 
 /// Why a job ended in `error`.
@@ -182,8 +271,11 @@ pub struct JobRecord {
     pub finished_at: Option<OffsetDateTime>,
     /// Package facts.
     pub package: PackageSummary,
-    /// The uploaded archive's blob.
-    pub archive: Sha256Digest,
+    /// The job's blob: the normalised tar of the skill tree. (A job accepted by a verifier
+    /// before 0.2, whose `facts` is `None`, names the uploaded archive here instead.)
+    pub tree_tar: Sha256Digest,
+    /// The blob of the package's [`PackageFacts`] (JSON).
+    pub facts: Option<Sha256Digest>,
     /// Result cache key (tree, policy, image, verifier version).
     pub cache_key: Option<String>,
     /// Result summary once finished.
@@ -203,8 +295,10 @@ pub struct NewJob {
     pub id: JobId,
     /// Package facts.
     pub package: PackageSummary,
-    /// The uploaded archive's blob.
-    pub archive: Sha256Digest,
+    /// The normalised tar's blob.
+    pub tree_tar: Sha256Digest,
+    /// The blob of the package's [`PackageFacts`].
+    pub facts: Sha256Digest,
     /// Result cache key.
     pub cache_key: Option<String>,
 }
@@ -300,8 +394,6 @@ pub trait Store: Send + Sync {
     ) -> Result<JobPage, StoreError>;
     /// Claims the oldest queued job: sets it running, attempt + 1, started now.
     async fn claim_next(&self) -> Result<Option<JobRecord>, StoreError>;
-    /// Records the phase of a running attempt.
-    async fn set_phase(&self, id: JobId, attempt: u32, phase: Phase) -> Result<(), StoreError>;
     /// Ends a running attempt; false if the row was no longer running with that attempt
     /// (cancelled, deleted or re-queued meanwhile), in which case nothing was written.
     async fn finish(&self, id: JobId, attempt: u32, finish: Finish) -> Result<bool, StoreError>;
@@ -317,8 +409,6 @@ pub trait Store: Send + Sync {
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
     /// The newest passed/failed job with this cache key.
     async fn find_cached(&self, cache_key: &str) -> Result<Option<JobRecord>, StoreError>;
-    /// How many attestation rows a job has (one per finished attempt).
-    async fn attestation_count(&self, id: JobId) -> Result<u64, StoreError>;
 }
 
 /// RFC 3339 text of a time (UTC, as stored and as shown).

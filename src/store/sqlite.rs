@@ -47,8 +47,12 @@ CREATE TABLE IF NOT EXISTS attestations (
 );
 ";
 
+/// Columns added after the first release, with their definitions: added on open when missing.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("facts", "TEXT")];
+
 const COLUMNS: &str = "seq, id, status, phase, attempt, created_at, started_at, finished_at, \
-                       package_json, archive, cache_key, result_json, error_json, attestation, logs";
+                       package_json, archive, cache_key, result_json, error_json, attestation, logs, \
+                       facts";
 
 /// The SQLite job store.
 #[derive(Clone)]
@@ -69,6 +73,20 @@ fn ts(t: OffsetDateTime) -> String {
     super::rfc3339(t)
 }
 
+/// Adds the [`ADDED_COLUMNS`] a database made by an earlier version lacks.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let existing: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('jobs')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, definition) in ADDED_COLUMNS {
+        if !existing.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {definition}"))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -79,6 +97,10 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
+        add_missing_columns(&writer).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let reader = Self::connect(path)?;
         // The database holds job metadata only, but keep it private like the blobs.
         #[cfg(unix)]
@@ -101,8 +123,6 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
@@ -192,6 +212,7 @@ type RawRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -211,6 +232,7 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         row.get(12)?,
         row.get(13)?,
         row.get(14)?,
+        row.get(15)?,
     ))
 }
 
@@ -231,6 +253,7 @@ fn decode(r: RawRow) -> Result<JobRecord, StoreError> {
         error,
         attestation,
         logs,
+        facts,
     ) = r;
     let corrupt = |what: String| StoreError::Corrupt {
         id: id_text.clone(),
@@ -250,7 +273,8 @@ fn decode(r: RawRow) -> Result<JobRecord, StoreError> {
         started_at: parse_time(&id_text, started)?,
         finished_at: parse_time(&id_text, finished)?,
         package: parse_json(&id_text, Some(package))?.expect("Some in, Some out"),
-        archive: parse_digest(&id_text, Some(archive))?.expect("Some in, Some out"),
+        tree_tar: parse_digest(&id_text, Some(archive))?.expect("Some in, Some out"),
+        facts: parse_digest(&id_text, facts)?,
         cache_key,
         result: parse_json(&id_text, result)?,
         error: parse_json(&id_text, error)?,
@@ -278,16 +302,17 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             let id = job.id.to_string();
             conn.prepare_cached(
-                "INSERT INTO jobs (id, status, attempt, created_at, package_json, archive, cache_key) \
-                 VALUES (?1, 'queued', 0, ?2, ?3, ?4, ?5)",
+                "INSERT INTO jobs (id, status, attempt, created_at, package_json, archive, cache_key, facts) \
+                 VALUES (?1, 'queued', 0, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut st| {
                 st.execute(params![
                     id,
                     ts(now()),
                     to_json(&job.package),
-                    job.archive.to_hex(),
-                    job.cache_key
+                    job.tree_tar.to_hex(),
+                    job.cache_key,
+                    job.facts.to_hex()
                 ])
             })
             .map_err(q("insert job"))?;
@@ -362,18 +387,6 @@ impl Store for SqliteStore {
             let job = get(&tx, &id)?;
             tx.commit().map_err(q("claim job"))?;
             Ok(job)
-        })
-        .await
-    }
-
-    async fn set_phase(&self, id: JobId, attempt: u32, phase: Phase) -> Result<(), StoreError> {
-        self.with(move |conn| {
-            conn.prepare_cached(
-                "UPDATE jobs SET phase = ?3 WHERE id = ?1 AND attempt = ?2 AND status = 'running'",
-            )
-            .and_then(|mut st| st.execute(params![id.to_string(), attempt, phase.as_str()]))
-            .map_err(q("set phase"))?;
-            Ok(())
         })
         .await
     }
@@ -514,19 +527,6 @@ impl Store for SqliteStore {
                 .and_then(|mut st| st.query_row([key], raw).optional())
                 .map_err(q("find cached result"))?;
             row.map(decode).transpose()
-        })
-        .await
-    }
-
-    async fn attestation_count(&self, id: JobId) -> Result<u64, StoreError> {
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT COUNT(*) FROM attestations WHERE job_id = ?1",
-                [id.to_string()],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(q("count attestations"))
         })
         .await
     }

@@ -48,13 +48,16 @@ pub fn sample_statement(tree: Sha256Digest) -> Statement {
         environment: Environment {
             image: "skill-verifier/runner-python:1".into(),
             image_digest: format!("sha256:{}", Sha256Digest::of(b"image")),
-            runtime: "python".into(),
+            runtime: skill_verifier::package::Runtime::Python,
             network: "none".into(),
+            isolation: Some(Isolation {
+                runtime: "runc".into(),
+            }),
             limits,
         },
         test: TestInfo {
             command: "python -m pytest -q".into(),
-            source: "declared".into(),
+            source: skill_verifier::package::TestSource::Declared,
         },
         result: ResultInfo {
             status: Status::Passed,
@@ -71,7 +74,14 @@ pub fn sample_statement(tree: Sha256Digest) -> Statement {
         findings: vec![Finding {
             code: "note".into(),
             message: "ünïcode \"quoted\" text\n".into(),
+            category: None,
+            severity: None,
+            path: None,
+            line: None,
+            excerpt: None,
         }],
+        verdict: None,
+        policy: None,
         tee: None,
     })
 }
@@ -95,4 +105,24 @@ pub fn payload_value(env: &Envelope) -> Value {
 /// Signs a hand-edited statement value (canonical JSON) with `signer`.
 pub fn resign(value: &Value, signer: &Signer) -> Envelope {
     Envelope::sign(PAYLOAD_TYPE_IN_TOTO, &canonical_json(value), signer)
+}
+
+/// Re-binds and re-signs a hand-edited statement value whose tee is a simulated one: the
+/// v2 report_data is recomputed, a fresh simulated quote made over it, and the whole signed.
+/// The result is a fully valid attestation of exactly `value`'s facts.
+pub fn rebind_simulated(value: &Value, signer: &Signer) -> Envelope {
+    let mut v = value.clone();
+    let rd = skill_verifier::attest::report_data_bound(
+        &v,
+        &signer.verifying_key(),
+        skill_verifier::attest::Binding::V2,
+    );
+    v["predicate"]["tee"]["report_data"] = hex::encode(rd).into();
+    v["predicate"]["tee"]["quote"] = hex::encode(simulated().quote_bytes(&rd)).into();
+    resign(&v, signer)
+}
+
+/// Writes `env` as JSON to `path`.
+pub fn write_envelope(path: &std::path::Path, env: &Envelope) {
+    std::fs::write(path, serde_json::to_vec_pretty(env).unwrap()).unwrap();
 }

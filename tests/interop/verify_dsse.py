@@ -8,8 +8,9 @@ Usage: verify_dsse.py ENVELOPE.json PUBKEY.pem
    SubjectPublicKeyInfo); securesystemslib only tries signatures whose keyid matches, so this
    also checks the key-id derivation.
 2. The report_data binding, recomputed from the documented formula with hashlib/json only:
-   SHA-512("skill-verifier report_data v1" || 0x00 || SHA-256(canonical statement without
-   predicate.tee) || raw Ed25519 public key).
+   SHA-512("skill-verifier report_data <binding>" || 0x00 || SHA-256(canonical statement
+   with predicate.tee removed (v1) or cut to its bound fields (v2)) || raw Ed25519 public
+   key).
 
 Exit 0 when both hold, 1 when either does not, 2 on a usage or setup error (for example
 securesystemslib not installed: `pip install 'securesystemslib[crypto]'`).
@@ -62,11 +63,21 @@ def main() -> int:
     if tee is None:
         print("report_data: INVALID (no predicate.tee)")
         return 1
+    binding = tee.get("binding", "v1")
+    if binding == "v2":
+        # v2 also binds every tee field that exists before the quote is requested.
+        unbound = {"quote", "report_data", "event_log", "vm_config", "collateral"}
+        statement["predicate"]["tee"] = {
+            k: v for k, v in tee.items() if k not in unbound
+        }
+    elif binding != "v1":
+        print(f"report_data: INVALID (unknown binding {binding!r})")
+        return 1
     canonical = json.dumps(
         statement, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode()
     h = hashlib.sha512()
-    h.update(b"skill-verifier report_data v1\x00")
+    h.update(f"skill-verifier report_data {binding}\x00".encode())
     h.update(hashlib.sha256(canonical).digest())
     h.update(raw)
     if h.hexdigest() != tee.get("report_data", "").lower():

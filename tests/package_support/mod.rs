@@ -392,14 +392,14 @@ pub fn skill_md(name: &str) -> Vec<u8> {
 // ---------------------------------------------------------------- sandbox
 
 /// A fresh temp root holding the archive, an `outside/` directory with a victim file that
-/// attacks aim at, and the (not yet existing) work dir. [`World::snapshot`] records every
+/// attacks aim at, and the (not yet existing) output tar. [`World::snapshot`] records every
 /// path, type, mode and content under the root so a test can prove nothing changed.
 pub struct World {
     pub temp: tempfile::TempDir,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct Snapshot(BTreeMap<PathBuf, String>);
+pub struct Snapshot(pub BTreeMap<PathBuf, String>);
 
 impl World {
     pub fn new() -> Self {
@@ -420,8 +420,9 @@ impl World {
         self.root().join("outside")
     }
 
-    pub fn work_dir(&self) -> PathBuf {
-        self.root().join("work")
+    /// Where the normalised tar goes.
+    pub fn tar_out(&self) -> PathBuf {
+        self.root().join("out.tar")
     }
 
     pub fn archive(&self, bytes: &[u8]) -> PathBuf {
@@ -460,14 +461,14 @@ fn sha2_of(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
-/// Loads `bytes` as a package in a fresh [`World`] and asserts it is refused with `code`,
-/// that the work dir is gone, and that nothing else under the temp root changed. Returns
-/// the error for further checks.
+/// Reads `bytes` as a package in a fresh [`World`] and asserts it is refused with `code`,
+/// that no output tar (nor anything else: no spool, no partial file) was written, and that
+/// nothing under the temp root changed. Returns the error for further checks.
 pub fn assert_refused(bytes: &[u8], limits: &Limits, code: &str) -> PackageError {
     let world = World::new();
     let input = world.archive(bytes);
     let before = world.snapshot();
-    let result = package::load(&input, &world.work_dir(), limits);
+    let result = package::read(&input, &world.tar_out(), limits);
     let err = match result {
         Ok(p) => panic!("expected {code}, but the package loaded: {:?}", p.manifest),
         Err(e) => e,
@@ -477,10 +478,7 @@ pub fn assert_refused(bytes: &[u8], limits: &Limits, code: &str) -> PackageError
         err.is_invalid_package(),
         "{err} should be the package's fault"
     );
-    assert!(
-        !world.work_dir().exists(),
-        "work dir left behind after {code}"
-    );
+    assert!(!world.tar_out().exists(), "output left behind after {code}");
     assert_eq!(world.snapshot(), before, "file system changed after {code}");
     let root = world.root().to_path_buf();
     drop(world);
@@ -488,11 +486,62 @@ pub fn assert_refused(bytes: &[u8], limits: &Limits, code: &str) -> PackageError
     err
 }
 
-/// Loads `bytes` in a fresh world and returns the package and the world (kept alive).
+/// Reads `bytes` in a fresh world and returns the package and the world (kept alive).
+/// Asserts that the only thing written is the output tar.
 pub fn load_ok(bytes: &[u8], limits: &Limits) -> (Package, World) {
     let world = World::new();
     let input = world.archive(bytes);
-    let pkg = package::load(&input, &world.work_dir(), limits)
+    let before = world.snapshot();
+    let pkg = package::read(&input, &world.tar_out(), limits)
         .unwrap_or_else(|e| panic!("package refused: {e}"));
+    let mut after = world.snapshot();
+    assert!(after.0.remove(&world.tar_out()).is_some(), "no output tar");
+    assert_eq!(
+        after, before,
+        "something besides the output tar was written"
+    );
     (pkg, world)
+}
+
+/// One entry of a normalised tar, as read back with the `tar` crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarItem {
+    /// `'d'` or `'f'`.
+    pub kind: char,
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+/// Reads a normalised tar back, in its order, asserting the fixed metadata on every entry.
+pub fn tar_items(path: &Path) -> Vec<(String, TarItem)> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let h = entry.header();
+        assert_eq!(h.mtime().unwrap(), 0);
+        assert_eq!(h.uid().unwrap(), 0);
+        assert_eq!(h.gid().unwrap(), 0);
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Regular => 'f',
+            other => panic!("unexpected entry type {other:?}"),
+        };
+        let mode = h.mode().unwrap();
+        let path = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        out.push((path, TarItem { kind, mode, data }));
+    }
+    out
+}
+
+/// The files of a package's tar: path -> (mode, content).
+pub fn tar_files(pkg: &Package) -> BTreeMap<String, (u32, Vec<u8>)> {
+    tar_items(&pkg.tar.path)
+        .into_iter()
+        .filter(|(_, i)| i.kind == 'f')
+        .map(|(p, i)| (p, (i.mode, i.data)))
+        .collect()
 }

@@ -9,32 +9,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use skill_verifier::package::{Runtime, TestPlan, TestSource};
+use skill_verifier::package::{Runtime, TestPlan, TestSource, TreeTar};
 use skill_verifier::sandbox::{
-    spec_for, ContainerSpec, DockerRunner, Policy, RunOutcome, Runner, SandboxError,
+    spec_for, ContainerSpec, DockerRunner, Isolation, Policy, RunOutcome, Runner, SandboxError,
     LABEL_INSTANCE, LABEL_JOB,
 };
 use tokio_util::sync::CancellationToken;
 
-/// Connects to the engine. Outside CI a missing engine skips the test loudly; with `CI` set
-/// it fails the test.
+#[path = "../common/engine.rs"]
+mod engine;
+
+/// Connects to the engine (the shared rule: skips loudly outside CI, fails under `CI`).
 pub async fn runner() -> Option<DockerRunner> {
-    let result = match DockerRunner::connect().await {
-        Ok(r) => r.ping().await.map(|()| r),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(r) => Some(r),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set and the Docker engine is unreachable: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "!!!!!!!! SKIPPING: Docker engine unreachable ({e}); set CI=1 to fail instead"
-            );
-            None
-        }
-    }
+    engine::connect().await
 }
 
 /// A fresh instance label for one test.
@@ -69,6 +56,14 @@ pub fn tree(files: &[(&str, &str, bool)]) -> tempfile::TempDir {
     dir
 }
 
+/// The normalised tar of the tree under `root`, in a temporary directory that lives as long
+/// as the returned guard (the package stage's blob, in production).
+pub fn tar_of(root: &Path) -> (tempfile::TempDir, TreeTar) {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = TreeTar::write_from_dir(root, &dir.path().join("tree.tar")).unwrap();
+    (dir, tar)
+}
+
 /// A test plan, built by hand.
 pub fn plan(runtime: Runtime, command: &str, timeout_secs: Option<u64>) -> TestPlan {
     TestPlan {
@@ -79,12 +74,29 @@ pub fn plan(runtime: Runtime, command: &str, timeout_secs: Option<u64>) -> TestP
     }
 }
 
-/// A policy for tests: the defaults, with half a CPU so parallel tests share the machine.
+/// The isolation tier the sandbox tests run under: `SKILL_VERIFIER_SANDBOX__ISOLATION`
+/// (`runc` by default, `gvisor` for the second pass in CI).
+pub fn isolation() -> Isolation {
+    match std::env::var("SKILL_VERIFIER_SANDBOX__ISOLATION").as_deref() {
+        Ok("gvisor") => Isolation::Gvisor,
+        Ok("runc") | Err(_) => Isolation::Runc,
+        Ok(other) => panic!("SKILL_VERIFIER_SANDBOX__ISOLATION={other}: expected runc or gvisor"),
+    }
+}
+
+/// A policy for tests: the defaults under [`isolation`], with half a CPU so parallel tests
+/// share the machine.
 pub fn policy() -> Policy {
     Policy {
         cpus: 0.5,
+        isolation: isolation(),
         ..Policy::default()
     }
+}
+
+/// The bound every run must end within: timeout + kill grace + 3 s.
+pub fn bound(timeout_secs: u64, policy: &Policy) -> std::time::Duration {
+    std::time::Duration::from_secs(timeout_secs + policy.kill_grace_secs + 3)
 }
 
 /// The spec for `command` under `policy`.
@@ -109,7 +121,8 @@ pub async fn run_in(
     tree: &Path,
 ) -> Result<RunOutcome, SandboxError> {
     let spec = spec(instance, runtime, command, timeout, policy);
-    runner.run(&spec, tree, CancellationToken::new()).await
+    let (_dir, tar) = tar_of(tree);
+    runner.run(&spec, &tar, CancellationToken::new()).await
 }
 
 /// Runs a shell command with the test policy over a minimal tree.

@@ -18,7 +18,7 @@
 
 use std::io::{self, Read};
 
-use super::{RatioProbe, StreamErrors, TreeWriter};
+use super::{RatioProbe, StreamErrors, TreeSink};
 use crate::package::path::{display_name, ArchivePath};
 use crate::package::{Limits, PackageError};
 
@@ -203,7 +203,7 @@ fn read_extension<R: Read>(
 /// Reads a whole tar stream into `writer`. Returns after the end-of-archive block.
 pub(crate) fn read_archive<R: Read>(
     r: &mut R,
-    writer: &mut TreeWriter<'_>,
+    writer: &mut TreeSink<'_>,
     limits: &Limits,
     errors: &StreamErrors,
     probe: Option<&RatioProbe>,

@@ -24,7 +24,7 @@ use std::io::{self, BufReader, Read};
 use ::zip::result::ZipError;
 use ::zip::{CompressionMethod, ZipArchive};
 
-use super::{RatioProbe, StreamErrors, TreeWriter};
+use super::{RatioProbe, StreamErrors, TreeSink};
 use crate::package::path::{display_name, ArchivePath};
 use crate::package::{Limits, PackageError};
 
@@ -108,7 +108,7 @@ pub(crate) fn read_archive(
     file: File,
     archive_len: u64,
     signatures: u64,
-    writer: &mut TreeWriter<'_>,
+    writer: &mut TreeSink<'_>,
     limits: &Limits,
     errors: &StreamErrors,
 ) -> Result<(), PackageError> {
