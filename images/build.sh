@@ -4,6 +4,7 @@
 # `node`), turned into an image with `docker import`.
 #
 #   images/build.sh RUNTIME IMAGE     e.g. images/build.sh python skill-verifier/runner-python:1
+#   SINK_BINARY=path images/build.sh sink IMAGE   the network sink (see src/sink)
 #
 # Needs root (debootstrap), a Debian mirror (MIRROR, default deb.debian.org) and a Docker
 # engine reachable by the `docker` CLI. Installs debootstrap with apt-get when missing.
@@ -78,8 +79,31 @@ python | node)
         "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*
     find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'C.*' -exec rm -rf {} + 2>/dev/null || true
     ;;
+sink)
+    # The network sink (see src/sink): this binary's own `sink` command, run by root with
+    # CAP_NET_ADMIN in the container a test's container shares its network with; nftables
+    # and iproute2 set its trap. SINK_BINARY is the skill-verifier binary to embed (its
+    # debug info stripped when `strip` is there).
+    bin="${SINK_BINARY:?the sink recipe needs SINK_BINARY, the skill-verifier binary to embed}"
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        apt_ready
+        log "installing debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    fi
+    log "debootstrap --variant=minbase $suite (iproute2, nftables, libssl3)"
+    debootstrap --variant=minbase --include=iproute2,nftables,libssl3 "$suite" "$root" "$mirror" >&2
+    rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+        "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*
+    mkdir -p "$root/usr/local/bin"
+    if command -v strip >/dev/null 2>&1; then
+        strip --strip-debug -o "$root/usr/local/bin/skill-verifier" "$bin"
+    else
+        cp "$bin" "$root/usr/local/bin/skill-verifier"
+    fi
+    chmod 0755 "$root/usr/local/bin/skill-verifier"
+    ;;
 *)
-    echo "unknown runtime: $runtime (want shell, python or node)" >&2
+    echo "unknown runtime: $runtime (want shell, python, node or sink)" >&2
     exit 2
     ;;
 esac

@@ -342,15 +342,61 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// The sandbox policy: every limit present and sane, never root, never the host's network.
 fn validate_sandbox(p: &Policy) -> Result<(), ConfigError> {
-    match p.network.as_str() {
-        "none" => {}
-        other => {
+    let mode = match crate::sandbox::NetworkMode::parse(&p.network) {
+        Some(mode) => mode,
+        None => {
             return Err(invalid(
                 "sandbox.network",
-                format!("{other:?} would give untrusted code a network; use \"none\""),
+                format!(
+                    "{:?} is not one of none, observe, allowlist (a host or bridge network \
+                     would give untrusted code a route of its own)",
+                    p.network
+                ),
+            ))
+        }
+    };
+    // gVisor's own network stack fails on this kind of engine (runsc with
+    // --network=none only), and the sink's trap is the host kernel's netfilter, which a
+    // runsc sandbox does not go through: refuse rather than silently downgrade.
+    if mode != crate::sandbox::NetworkMode::None && p.runtime_name() == "runsc" {
+        return Err(invalid(
+            "sandbox.network",
+            format!(
+                "{:?} needs the runc tier: under gVisor (runsc) only network = \"none\" works \
+                 here; set sandbox.network = \"none\" or sandbox.isolation = \"runc\"",
+                p.network
+            ),
+        ));
+    }
+    if mode != crate::sandbox::NetworkMode::None
+        && (p.sink_image.trim().is_empty() || p.sink_image.contains(char::is_whitespace))
+    {
+        return Err(invalid(
+            "sandbox.sink_image",
+            format!("{:?} is not an image reference", p.sink_image),
+        ));
+    }
+    match p.dry_run.as_str() {
+        "smoke" | "always" | "never" => {}
+        other => {
+            return Err(invalid(
+                "sandbox.dry_run",
+                format!("{other:?} is not one of smoke, always, never"),
             ))
         }
     }
+    check(
+        "sandbox.dry_run_timeout_secs",
+        p.dry_run_timeout_secs,
+        1,
+        600,
+    )?;
+    check(
+        "sandbox.dry_run_max_scripts",
+        p.dry_run_max_scripts as u64,
+        0,
+        256,
+    )?;
     validate_user(&p.user)?;
     for runtime in crate::package::Runtime::ALL {
         match p.images.get(&runtime) {
@@ -576,13 +622,30 @@ mod validation_tests {
     }
 
     #[test]
-    fn a_network_other_than_none_is_refused() {
-        for net in ["host", "bridge", "container:abc", ""] {
+    fn a_network_other_than_the_three_modes_is_refused() {
+        for net in ["host", "bridge", "container:abc", "", "Observe"] {
             assert_eq!(
                 refused_key(|s| s.sandbox.network = net.into()),
                 "sandbox.network"
             );
         }
+    }
+
+    #[test]
+    fn gvisor_with_a_network_is_refused_and_with_none_accepted() {
+        for net in ["observe", "allowlist"] {
+            assert_eq!(
+                refused_key(|s| {
+                    s.sandbox.network = net.into();
+                    s.sandbox.isolation = crate::sandbox::Isolation::Gvisor;
+                }),
+                "sandbox.network"
+            );
+        }
+        let mut s = Settings::default();
+        s.sandbox.network = "none".into();
+        s.sandbox.isolation = crate::sandbox::Isolation::Gvisor;
+        s.validate().unwrap();
     }
 
     #[test]

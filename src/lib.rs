@@ -38,6 +38,7 @@ pub mod package;
 pub mod scan;
 
 pub mod sandbox;
+pub mod sink;
 pub mod store;
 
 /// The verifier's version, as recorded in every attestation.

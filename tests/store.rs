@@ -38,6 +38,7 @@ fn passed(att: &[u8]) -> Finish {
             output_truncated: false,
             verdict: None,
             findings: Default::default(),
+            network: None,
         }),
         error: None,
         attestation: Some(Sha256Digest::of(att)),

@@ -84,6 +84,9 @@ pub struct ResultView {
     /// PASSED | FAILED: tests and the verdict policy together.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<crate::scan::VerdictStatus>,
+    /// The network mode and every attempt the sink observed, as attested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::store::NetworkSummary>,
 }
 
 /// `GET /verify/{id}/findings`: the attested findings, the verdict and the policy.
@@ -218,6 +221,7 @@ impl JobView {
                 oom_killed: r.oom_killed,
                 output_truncated: r.output_truncated,
                 verdict: r.verdict,
+                network: r.network.clone(),
             }),
             findings: job.result.as_ref().map(|r| r.findings),
             error: job.error.as_ref().map(|e| JobErrorView {

@@ -60,9 +60,43 @@ pub struct Predicate {
     /// The verdict policy and the rule pack it was judged under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyInfo>,
+    /// What the run tried, seen from outside the test (the network sink); absent when the
+    /// run had no network (`environment.network` = `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+    /// The scripts executed once each under observation (the dry run); absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<Vec<DryRun>>,
     /// The TEE quote binding this statement to the signing key; `None` until bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tee: Option<Tee>,
+}
+
+/// `predicate.observed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Every network attempt of the test (and the dry run), aggregated by destination:
+    /// `{protocol, host, address, port, method, path, qtype, count, allowed,
+    /// first_bytes_sha256, excerpt}`.
+    pub network: Vec<crate::sink::record::Observation>,
+    /// Attempts past the sink's bound of distinct destinations, counted only.
+    #[serde(default)]
+    pub network_dropped: u64,
+}
+
+/// `predicate.dry_run[]`: one script invocation of the dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRun {
+    /// The script, relative to the skill root.
+    pub script: String,
+    /// Its arguments (`["--help"]`, then `[]`).
+    pub args: Vec<String>,
+    /// Its exit code (a failure is not a finding by itself).
+    pub exit_code: i64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// It hit the dry run's per-script timeout.
+    pub timed_out: bool,
 }
 
 /// `predicate.verifier`.
@@ -111,8 +145,12 @@ pub struct Environment {
     pub image_digest: String,
     /// `shell` | `python` | `node`.
     pub runtime: Runtime,
-    /// Network mode (`none`).
+    /// Network mode: `none`, `observe` or `allowlist`.
     pub network: String,
+    /// The network the skill declared (`metadata.verify-network`): host names; empty for
+    /// `none`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declared_network: Vec<String>,
     /// The isolation actually used, read back from the engine. Absent in statements made
     /// before it was recorded, which must keep verifying.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 
 use crate::config::Settings;
-use crate::sandbox::images::{prepare, PrepareOptions};
+use crate::sandbox::images::{prepare, prepare_sink, PrepareOptions};
 use crate::sandbox::DockerRunner;
 
 use super::{EXIT_ERROR, EXIT_OK};
@@ -34,6 +34,7 @@ pub fn run(cmd: ImagesCommand, settings: &Settings) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     let images = settings.sandbox.images.clone();
+    let sink_image = settings.sandbox.sink_image.clone();
     runtime.block_on(async move {
         let runner = match DockerRunner::connect().await {
             Ok(r) => r,
@@ -57,6 +58,17 @@ pub fn run(cmd: ImagesCommand, settings: &Settings) -> anyhow::Result<u8> {
                         image.digest
                     );
                 }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(EXIT_ERROR);
+            }
+        }
+        // The network sink's image, whatever the configured mode: a later run may ask
+        // for `observe` without preparing again.
+        match prepare_sink(&runner, &sink_image, options, &mut progress).await {
+            Ok(done) => {
+                println!("sink\t{}\t{}", done.image, done.digest);
                 Ok(EXIT_OK)
             }
             Err(e) => {

@@ -68,11 +68,26 @@ pub enum Command {
     /// TEE quote tools (offline DCAP verification).
     #[command(subcommand)]
     Quote(quote::QuoteCommand),
+    /// Internal: the network sink a test's container joins; runs inside the sink image.
+    #[command(hide = true)]
+    Sink(SinkArgs),
+}
+
+/// Arguments of the internal `sink` command.
+#[derive(Debug, clap::Args)]
+pub struct SinkArgs {
+    /// The namespace has a way out (allowlist mode): allowed names are forwarded.
+    #[arg(long)]
+    pub egress: bool,
 }
 
 /// Parses the command line, runs the subcommand, returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The sink runs inside its own container: no settings, no logging set-up.
+    if let Command::Sink(args) = &cli.command {
+        return crate::sink::main(args.egress);
+    }
     init_tracing();
     let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -105,6 +120,10 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<u8> {
         Command::Keygen(args) => keygen::run(args, &settings),
         Command::Images(cmd) => images::run(cmd, &settings),
         Command::Quote(cmd) => quote::run(cmd, &settings),
+        Command::Sink(args) => Ok(match crate::sink::main(args.egress) {
+            c if c == std::process::ExitCode::SUCCESS => 0,
+            _ => EXIT_ERROR,
+        }),
     }
 }
 

@@ -93,6 +93,25 @@ async fn prepare_images(runner: &DockerRunner, settings: &Settings) {
             "runner images are not ready; jobs needing them will fail until `skill-verifier images prepare` succeeds"
         ),
     }
+    if settings.sandbox.network_mode() != crate::sandbox::NetworkMode::None {
+        let image = &settings.sandbox.sink_image;
+        match crate::sandbox::images::prepare_sink(
+            runner,
+            image,
+            PrepareOptions::default(),
+            &mut progress,
+        )
+        .await
+        {
+            Ok(done) => {
+                tracing::info!(image = %done.image, digest = %done.digest, "sink image ready")
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "the network sink's image is not ready; jobs will fail until `skill-verifier images prepare` succeeds"
+            ),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

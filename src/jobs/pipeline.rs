@@ -68,10 +68,48 @@ pub struct Ran {
     pub outcome: RunOutcome,
     /// What the scan found before the run.
     pub scan: crate::scan::ScanReport,
+    /// The dry run's script invocations, in order (empty when none ran).
+    pub dry_run: Vec<DryRunRun>,
     /// When the attempt started.
     pub started_at: OffsetDateTime,
     /// When the container was done.
     pub finished_at: OffsetDateTime,
+}
+
+/// One script invocation of the dry run and what happened.
+#[derive(Debug)]
+pub struct DryRunRun {
+    /// The script, relative to the skill root.
+    pub script: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The run.
+    pub outcome: RunOutcome,
+}
+
+/// Script entry points the dry run executes: python, node and shell scripts at the root and
+/// under `scripts/`, in canonical order, at most `max`; with the runtime and interpreter for
+/// each.
+pub fn dry_run_scripts(
+    files: &[crate::package::FileRecord],
+    max: usize,
+) -> Vec<(String, crate::package::Runtime, &'static str)> {
+    use crate::package::Runtime;
+    files
+        .iter()
+        .filter(|f| !f.path.contains('/') || f.path.starts_with("scripts/"))
+        .filter_map(|f| {
+            let ext = f.path.rsplit_once('.').map(|(_, e)| e)?;
+            let (runtime, interpreter) = match ext {
+                "py" => (Runtime::Python, "python3"),
+                "js" | "mjs" | "cjs" => (Runtime::Node, "node"),
+                "sh" => (Runtime::Shell, "sh"),
+                _ => return None,
+            };
+            Some((f.path.clone(), runtime, interpreter))
+        })
+        .take(max)
+        .collect()
 }
 
 /// A signed result (stage 3).
@@ -152,7 +190,72 @@ impl Verifier {
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
             (LABEL_JOB.to_string(), attempt.job.to_string()),
         ]);
-        Ok(spec_for(&package.test, &self.policy, labels)?)
+        let mut spec = spec_for(&package.test, &self.policy, labels)?;
+        if spec.network_mode() == crate::sandbox::NetworkMode::Allowlist {
+            spec.allow =
+                crate::package::plan::declared_network(&package.manifest).unwrap_or_default();
+        }
+        Ok(spec)
+    }
+
+    /// Whether the dry run applies to `package` under this policy.
+    pub fn dry_run_applies(&self, package: &Package) -> bool {
+        self.policy.network_mode() != crate::sandbox::NetworkMode::None
+            && match self.policy.dry_run.as_str() {
+                "always" => true,
+                "smoke" => package.test.source == TestSource::Smoke,
+                _ => false,
+            }
+    }
+
+    /// The dry run: each script entry point once with `--help` and once with no arguments,
+    /// each in its own container under the same observation, with the dry run's timeout.
+    async fn dry_run(
+        &self,
+        attempt: Attempt,
+        package: &Package,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<DryRunRun>, PipelineError> {
+        let mut out = Vec::new();
+        for (script, runtime, interpreter) in
+            dry_run_scripts(&package.file_facts, self.policy.dry_run_max_scripts)
+        {
+            for args in [vec!["--help".to_string()], Vec::new()] {
+                let mut command = format!(
+                    "{interpreter} {}",
+                    crate::package::plan::shell_quote(&script)
+                );
+                for a in &args {
+                    command.push(' ');
+                    command.push_str(a);
+                }
+                let plan = crate::package::TestPlan {
+                    command,
+                    runtime,
+                    timeout_secs: Some(self.policy.dry_run_timeout_secs),
+                    source: TestSource::Smoke,
+                };
+                let labels = BTreeMap::from([
+                    (LABEL_INSTANCE.to_string(), self.instance.clone()),
+                    (LABEL_JOB.to_string(), attempt.job.to_string()),
+                ]);
+                let mut spec = spec_for(&plan, &self.policy, labels)?;
+                if spec.network_mode() == crate::sandbox::NetworkMode::Allowlist {
+                    spec.allow = crate::package::plan::declared_network(&package.manifest)
+                        .unwrap_or_default();
+                }
+                let outcome = self.runner.run(&spec, &package.tar, cancel.clone()).await?;
+                if outcome.cancelled {
+                    return Err(PipelineError::Cancelled);
+                }
+                out.push(DryRunRun {
+                    script: script.clone(),
+                    args,
+                    outcome,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Stage 2: runs the package's test in a fresh container.
@@ -167,7 +270,7 @@ impl Verifier {
         let spec = self.spec(&package, attempt)?;
         let scan = self.scan(&package).await?;
         let clock = Instant::now();
-        let outcome = self.runner.run(&spec, &package.tar, cancel).await?;
+        let outcome = self.runner.run(&spec, &package.tar, cancel.clone()).await?;
         tracing::info!(
             exit_code = outcome.exit_code,
             timed_out = outcome.timed_out,
@@ -178,12 +281,18 @@ impl Verifier {
         if outcome.cancelled {
             return Err(PipelineError::Cancelled);
         }
+        let dry_run = if self.dry_run_applies(&package) {
+            self.dry_run(attempt, &package, &cancel).await?
+        } else {
+            Vec::new()
+        };
         Ok(Ran {
             attempt,
             package,
             spec,
             outcome,
             scan,
+            dry_run,
             started_at,
             finished_at: OffsetDateTime::now_utc(),
         })
@@ -213,6 +322,7 @@ impl Verifier {
     #[tracing::instrument(skip_all, fields(job_id = %ran.attempt.job, attempt = ran.attempt.attempt))]
     pub async fn attest(&self, ran: &Ran) -> Result<Attested, PipelineError> {
         let statement = build_statement(ran, &self.signer.key_id(), &self.scan);
+        let statement_observed = statement.predicate.observed.clone();
         let status = statement.predicate.result.status;
         let verdict = statement
             .predicate
@@ -242,6 +352,14 @@ impl Verifier {
             output_truncated: o.output_truncated,
             verdict: Some(verdict),
             findings: counts,
+            network: Some(crate::store::NetworkSummary {
+                mode: ran.spec.network.clone(),
+                observed: statement_observed
+                    .as_ref()
+                    .map(|o| o.network.clone())
+                    .unwrap_or_default(),
+                dropped: statement_observed.map_or(0, |o| o.network_dropped),
+            }),
         };
         let logs_json = serde_json::to_vec(&serde_json::json!({
             "stdout": String::from_utf8_lossy(&o.stdout),
@@ -334,6 +452,7 @@ pub fn findings(ran: &Ran) -> Vec<Finding> {
             ),
         ));
     }
+    out.extend(network_findings(ran));
     if o.output_truncated {
         out.push(Finding::test(
             "output_truncated",
@@ -343,6 +462,132 @@ pub fn findings(ran: &Ran) -> Vec<Finding> {
                 o.limits.output_bytes
             ),
         ));
+    }
+    out
+}
+
+/// Most `network_undeclared` findings listed one by one; the rest are summed up in one.
+const MAX_NETWORK_FINDINGS: usize = 50;
+
+/// Every network attempt of the run and its dry run, aggregated by destination; `None` when
+/// the run had no network.
+pub fn observed(ran: &Ran) -> Option<crate::attest::statement::Observed> {
+    let reports: Vec<&crate::sink::record::Report> = std::iter::once(&ran.outcome)
+        .chain(ran.dry_run.iter().map(|d| &d.outcome))
+        .filter_map(|o| o.network.as_ref())
+        .collect();
+    if reports.is_empty() {
+        return None;
+    }
+    let recorder = crate::sink::record::Recorder::default();
+    let mut dropped = 0u64;
+    for r in reports {
+        dropped = dropped.saturating_add(r.dropped);
+        for o in &r.observed {
+            let count = o.count;
+            recorder.record(crate::sink::record::Observation {
+                count: 1,
+                ..o.clone()
+            });
+            for _ in 1..count.min(1_000_000) {
+                recorder.record(o.clone());
+            }
+        }
+    }
+    let report = recorder.report();
+    Some(crate::attest::statement::Observed {
+        network: report.observed,
+        network_dropped: dropped.saturating_add(report.dropped),
+    })
+}
+
+/// Whether an observed attempt is covered by the declared names.
+fn declared(o: &crate::sink::record::Observation, names: &[String]) -> bool {
+    o.host
+        .as_deref()
+        .is_some_and(|h| crate::sink::egress::allowed(names, h))
+        || o.address
+            .as_deref()
+            .is_some_and(|a| names.iter().any(|n| n == a))
+}
+
+/// `network_undeclared` for every attempt the skill did not declare (and that was not let
+/// through), `network_endpoint_undeclared` for every statically named endpoint it did not
+/// declare.
+pub fn network_findings(ran: &Ran) -> Vec<Finding> {
+    let names = crate::package::plan::declared_network(&ran.package.manifest).unwrap_or_default();
+    let mut out = Vec::new();
+    if let Some(seen) = observed(ran) {
+        let undeclared: Vec<_> = seen
+            .network
+            .iter()
+            .filter(|o| !o.allowed && !declared(o, &names))
+            .collect();
+        for o in undeclared.iter().take(MAX_NETWORK_FINDINGS) {
+            out.push(Finding {
+                category: Some(crate::scan::Category::Network),
+                ..Finding::test(
+                    "network_undeclared",
+                    Severity::High,
+                    format!(
+                        "the skill tried {} ({} time{}), which it does not declare in \
+                         metadata.verify-network",
+                        o.describe(),
+                        o.count,
+                        if o.count == 1 { "" } else { "s" }
+                    ),
+                )
+            });
+        }
+        if undeclared.len() > MAX_NETWORK_FINDINGS {
+            out.push(Finding {
+                category: Some(crate::scan::Category::Network),
+                ..Finding::test(
+                    "network_undeclared",
+                    Severity::High,
+                    format!(
+                        "and {} more undeclared destinations (see predicate.observed.network)",
+                        undeclared.len() - MAX_NETWORK_FINDINGS
+                    ),
+                )
+            });
+        }
+        if seen.network_dropped > 0 {
+            out.push(Finding {
+                category: Some(crate::scan::Category::Network),
+                // High: flooding the sink with destinations is how a test would hide the
+                // one that matters.
+                ..Finding::test(
+                    "network_observations_truncated",
+                    Severity::High,
+                    format!(
+                        "{} attempts past the sink's bound of distinct destinations were \
+                         counted but not itemised",
+                        seen.network_dropped
+                    ),
+                )
+            });
+        }
+    }
+    for e in &ran.scan.endpoints {
+        let host_declared =
+            crate::sink::egress::allowed(&names, &e.host) || names.iter().any(|n| n == &e.host);
+        if !host_declared {
+            out.push(Finding {
+                category: Some(crate::scan::Category::NetworkEndpoint),
+                path: Some(e.path.clone()),
+                line: Some(e.line),
+                ..Finding::test(
+                    "network_endpoint_undeclared",
+                    Severity::Low,
+                    format!(
+                        "the skill names {} ({}), which it does not declare in \
+                         metadata.verify-network",
+                        e.host, e.value
+                    ),
+                )
+            });
+        }
     }
     out
 }
@@ -420,6 +665,8 @@ pub fn build_statement(ran: &Ran, verifier_id: &str, scan: &crate::scan::Stage) 
                 image_digest: o.image_digest.clone(),
                 runtime: ran.spec.runtime,
                 network: ran.spec.network.clone(),
+                declared_network: crate::package::plan::declared_network(&p.manifest)
+                    .unwrap_or_default(),
                 isolation: Some(crate::attest::statement::Isolation {
                     runtime: o.oci_runtime.clone(),
                 }),
@@ -444,6 +691,19 @@ pub fn build_statement(ran: &Ran, verifier_id: &str, scan: &crate::scan::Stage) 
             findings: all_findings,
             verdict: Some(judged),
             policy: Some(policy_info(scan)),
+            observed: observed(ran),
+            dry_run: (!ran.dry_run.is_empty()).then(|| {
+                ran.dry_run
+                    .iter()
+                    .map(|d| crate::attest::statement::DryRun {
+                        script: d.script.clone(),
+                        args: d.args.clone(),
+                        exit_code: d.outcome.exit_code,
+                        duration_ms: d.outcome.duration_ms,
+                        timed_out: d.outcome.timed_out,
+                    })
+                    .collect()
+            }),
             tee: None,
         },
     }
@@ -477,6 +737,7 @@ mod tests {
             image_digest: "sha256:00".into(),
             oci_runtime: "runc".into(),
             limits: spec.limits,
+            network: None,
         }
     }
 

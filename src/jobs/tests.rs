@@ -59,6 +59,7 @@ impl Runner for GateRunner {
             image_digest: format!("sha256:{}", "0".repeat(64)),
             oci_runtime: "runc".into(),
             limits: spec.limits.clone(),
+            network: None,
         })
     }
 

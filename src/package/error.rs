@@ -279,6 +279,14 @@ pub enum PackageError {
         /// The value given (shortened).
         value: String,
     },
+    /// `metadata.verify-network` is neither `none` nor a list of host names.
+    #[error("invalid metadata.verify-network {value:?}: {reason}")]
+    InvalidNetwork {
+        /// The value given (shortened).
+        value: String,
+        /// Which rule.
+        reason: String,
+    },
     /// `metadata.verify-test` is empty or unusable.
     #[error("invalid metadata.verify-test: {reason}")]
     InvalidTestCommand {
@@ -350,6 +358,7 @@ impl PackageError {
             E::InvalidMetadata { .. } => "invalid_metadata",
             E::InvalidRuntime { .. } => "invalid_runtime",
             E::InvalidTimeout { .. } => "invalid_timeout",
+            E::InvalidNetwork { .. } => "invalid_network",
             E::InvalidTestCommand { .. } => "invalid_test_command",
             E::OutputExists { .. } => "output_exists",
             E::Io { .. } => "io",

@@ -93,6 +93,8 @@ pub const SMOKE_NODE: &str = "find . -path ./node_modules -prune -o -type f \\( 
 /// root, with the probes the read captured).
 pub fn plan(manifest: &Manifest, files: &[FileRecord]) -> Result<TestPlan, PackageError> {
     let meta = &manifest.metadata;
+    // Validated here so a bad value makes the package invalid at read time.
+    declared_network(manifest)?;
     let timeout_secs = meta
         .get("verify-timeout")
         .map(|v| parse_timeout(v))
@@ -359,5 +361,118 @@ mod tests {
     fn shell_quote_quotes_only_when_needed() {
         assert_eq!(shell_quote("tests"), "tests");
         assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
+    }
+}
+
+/// Most names `metadata.verify-network` may list.
+pub const MAX_DECLARED_HOSTS: usize = 64;
+
+/// The network a skill declares (`metadata.verify-network`): `none` (the default, also when
+/// absent) or a comma-separated list of host names, each optionally `*.domain` for its
+/// subdomains, or an IPv4 literal. Lower-cased, without duplicates. The verdict compares
+/// what the sink observes with this list; allowlist mode reaches exactly these names.
+pub fn declared_network(manifest: &Manifest) -> Result<Vec<String>, PackageError> {
+    let Some(value) = manifest.metadata.get("verify-network") else {
+        return Ok(Vec::new());
+    };
+    let bad = |reason: String| PackageError::InvalidNetwork {
+        value: value.chars().take(100).collect(),
+        reason,
+    };
+    let trimmed = value.trim();
+    if trimmed.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    if trimmed.is_empty() {
+        return Err(bad(
+            "must be \"none\" or a comma-separated list of host names".into(),
+        ));
+    }
+    let mut hosts = Vec::new();
+    for part in trimmed.split(',') {
+        let host = part.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(bad("has an empty entry".into()));
+        }
+        if host.parse::<std::net::Ipv4Addr>().is_err() && !valid_host_pattern(&host) {
+            return Err(bad(format!(
+                "{:?} is not a host name (letters, digits and '-' in dot-separated labels, \
+                 optionally starting with \"*.\"; no scheme, port or path)",
+                host.chars().take(100).collect::<String>()
+            )));
+        }
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    if hosts.len() > MAX_DECLARED_HOSTS {
+        return Err(bad(format!("lists more than {MAX_DECLARED_HOSTS} names")));
+    }
+    Ok(hosts)
+}
+
+fn valid_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    fn with(value: &str) -> Manifest {
+        Manifest {
+            name: "s".into(),
+            description: "d".into(),
+            license: None,
+            compatibility: None,
+            metadata: [("verify-network".to_string(), value.to_string())].into(),
+            allowed_tools: None,
+        }
+    }
+
+    #[test]
+    fn none_and_absent_declare_nothing_and_lists_are_normalised() {
+        assert_eq!(
+            declared_network(&with("none")).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            declared_network(&with(" PyPI.org, *.pythonhosted.org ,pypi.org,10.1.2.3")).unwrap(),
+            vec!["pypi.org", "*.pythonhosted.org", "10.1.2.3"]
+        );
+    }
+
+    #[test]
+    fn urls_ports_paths_and_garbage_make_the_package_invalid() {
+        for bad in [
+            "",
+            "https://pypi.org",
+            "pypi.org:443",
+            "pypi.org/simple",
+            "pypi.org,,x.org",
+            "localhost",
+            "*.com.",
+            "a..b",
+            "-a.b",
+            "ex ample.com",
+        ] {
+            let e = declared_network(&with(bad)).unwrap_err();
+            assert!(
+                matches!(e, PackageError::InvalidNetwork { .. }),
+                "{bad:?}: {e}"
+            );
+            assert!(e.to_string().contains("verify-network"), "{e}");
+        }
     }
 }

@@ -110,7 +110,7 @@ async fn ensure(
     progress(&format!(
         "{name}: building {image} from Debian packages (this takes a few minutes)"
     ));
-    build(runtime, image).await?;
+    build(runtime.as_str(), image, &[]).await?;
     if runner.image_present(image).await? {
         Ok(Prepared::Built)
     } else {
@@ -121,9 +121,56 @@ async fn ensure(
     }
 }
 
-/// Runs the embedded recipe for `runtime`, tagging the result `image`. The script's own
-/// progress goes to this process's stderr.
-pub async fn build(runtime: Runtime, image: &str) -> Result<(), SandboxError> {
+/// Ensures the network sink's image exists: built locally from this very binary (its
+/// `sink` command) when missing, never pulled: its tag is the digest of the sink's sources
+/// ([`crate::sink::image`]), so a changed sink gets a new image.
+pub async fn prepare_sink(
+    runner: &DockerRunner,
+    image: &str,
+    options: PrepareOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<PreparedSink, SandboxError> {
+    let how = if !options.force_build && runner.image_present(image).await? {
+        Prepared::Present
+    } else {
+        let exe = std::env::current_exe().map_err(|e| SandboxError::Image {
+            image: image.to_string(),
+            message: format!("finding this binary to embed: {e}"),
+        })?;
+        progress(&format!(
+            "sink: building {image} from Debian packages and {} (this takes a few minutes)",
+            exe.display()
+        ));
+        build("sink", image, &[("SINK_BINARY", exe.as_os_str())]).await?;
+        Prepared::Built
+    };
+    let digest = runner.image_digest(image).await?;
+    progress(&format!("sink: {image} {} ({digest})", how_word(how)));
+    Ok(PreparedSink {
+        image: image.to_string(),
+        how,
+        digest,
+    })
+}
+
+/// The sink image's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedSink {
+    /// The image reference.
+    pub image: String,
+    /// How it got there.
+    pub how: Prepared,
+    /// Its content digest (image ID).
+    pub digest: String,
+}
+
+/// Runs the embedded recipe `recipe` (a runtime's name, or `sink`), tagging the result
+/// `image`, with `env` added. The script's own progress goes to this process's stderr.
+pub async fn build(
+    recipe: &str,
+    image: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<(), SandboxError> {
     let err = |message: String| SandboxError::Image {
         image: image.to_string(),
         message,
@@ -139,8 +186,9 @@ pub async fn build(runtime: Runtime, image: &str) -> Result<(), SandboxError> {
         .map_err(|e| err(format!("writing the build script: {e}")))?;
     let status = tokio::process::Command::new("sh")
         .arg(script.path())
-        .arg(runtime.as_str())
+        .arg(recipe)
         .arg(image)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -151,8 +199,7 @@ pub async fn build(runtime: Runtime, image: &str) -> Result<(), SandboxError> {
         Ok(())
     } else {
         Err(err(format!(
-            "images/build.sh {} failed ({status}); see its output above",
-            runtime.as_str()
+            "images/build.sh {recipe} failed ({status}); see its output above"
         )))
     }
 }

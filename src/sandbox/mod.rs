@@ -31,7 +31,7 @@ use crate::package::{Runtime, TreeTar};
 
 pub use docker::lease::LABEL_LEASE;
 pub use docker::DockerRunner;
-pub use spec::{spec_for, ContainerSpec, Isolation, Policy, RunLimits};
+pub use spec::{spec_for, ContainerSpec, Isolation, NetworkMode, Policy, RunLimits};
 
 /// Label key every container carries: the daemon instance that created it.
 pub const LABEL_INSTANCE: &str = "dev.skill-verifier.instance";
@@ -73,6 +73,10 @@ pub struct RunOutcome {
     pub oci_runtime: String,
     /// The limits applied.
     pub limits: RunLimits,
+    /// What the sink saw of the test's network attempts (`observe`, `allowlist`); `None`
+    /// when the run had no network (`none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::sink::record::Report>,
 }
 
 /// Why the sandbox could not do its job (never a test failure: that is a [`RunOutcome`]).
@@ -193,6 +197,14 @@ pub enum SandboxError {
     /// The test plan asks for something the policy does not allow.
     #[error("invalid container spec: {0}")]
     Spec(String),
+    /// The network sink did not come up, or did not report.
+    #[error("network sink {id}: {message}")]
+    Sink {
+        /// The sink container's ID.
+        id: String,
+        /// What went wrong (with the sink's own stderr when it said something).
+        message: String,
+    },
     /// Reading the job's tar (its blob) on the host failed.
     #[error("reading the skill's tar {}: {source}", path.display())]
     ReadTree {

@@ -66,7 +66,14 @@ impl ContainerSpec {
             .labels
             .retain(|k, _| k.as_str() == super::LABEL_INSTANCE);
         generic.limits.timeout_secs = 0;
+        // The allowlist reaches the sink with the job, not at its start.
+        generic.allow = Vec::new();
         generic
+    }
+
+    /// The network mode; an unknown value reads as `none`.
+    pub fn network_mode(&self) -> NetworkMode {
+        NetworkMode::parse(&self.network).unwrap_or(NetworkMode::None)
     }
 }
 
@@ -147,8 +154,26 @@ pub struct Policy {
     pub log_bytes: u64,
     /// SIGTERM -> SIGKILL grace on timeout.
     pub kill_grace_secs: u64,
-    /// Network mode; `none` is the only sane value for untrusted code.
+    /// Network mode ([`NetworkMode`]): `observe` (the default: every attempt ends at a sink
+    /// and is recorded, nothing leaves), `allowlist` (declared names are really reached
+    /// through the sink, the rest is sunk), `none` (no network at all). Never `host` or a
+    /// bridge: the test never gets a route of its own.
     pub network: String,
+    /// The network sink's image (built by `images prepare` from this binary); by default
+    /// tagged with the digest of the sink's sources.
+    pub sink_image: String,
+    /// Allowlist mode: an allowed name may resolve to a loopback, private or link-local
+    /// address. Off by default: no metadata endpoints, no host services.
+    pub allow_private_egress: bool,
+    /// When scripts are dry-run (each entry point once with `--help`, once with no
+    /// arguments, under observation): `smoke` (the default: when the skill declares no
+    /// tests), `always` (beside declared tests too) or `never`. Needs a network mode with a
+    /// sink; under `none` there is nothing to observe and no dry run.
+    pub dry_run: String,
+    /// The dry run's timeout per script invocation.
+    pub dry_run_timeout_secs: u64,
+    /// Most script entry points the dry run executes (two runs each).
+    pub dry_run_max_scripts: usize,
     /// `uid:gid` the test runs as.
     #[serde(deserialize_with = "crate::config::string_or_number")]
     pub user: String,
@@ -158,6 +183,40 @@ pub struct Policy {
     /// Expert override: any OCI runtime registered with the engine, used instead of the
     /// tier's. The attestation records whichever runtime actually ran.
     pub oci_runtime: Option<String>,
+}
+
+/// The network mode (`[sandbox] network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// No network at all (the container's own loopback only).
+    None,
+    /// Every attempt ends at the sink and is recorded; nothing leaves.
+    #[default]
+    Observe,
+    /// Declared names are reached through the sink; the rest is sunk and recorded.
+    Allowlist,
+}
+
+impl NetworkMode {
+    /// The config and contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Observe => "observe",
+            NetworkMode::Allowlist => "allowlist",
+        }
+    }
+
+    /// Parses a config value.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "none" => Some(NetworkMode::None),
+            "observe" => Some(NetworkMode::Observe),
+            "allowlist" => Some(NetworkMode::Allowlist),
+            _ => None,
+        }
+    }
 }
 
 /// The isolation tier (`[sandbox] isolation`).
@@ -210,7 +269,12 @@ impl Default for Policy {
             log_driver: "none".into(),
             log_bytes: MIB,
             kill_grace_secs: 2,
-            network: "none".into(),
+            network: NetworkMode::Observe.as_str().into(),
+            sink_image: crate::sink::image(),
+            allow_private_egress: false,
+            dry_run: "smoke".into(),
+            dry_run_timeout_secs: 10,
+            dry_run_max_scripts: 8,
             user: "65534:65534".into(),
             isolation: Isolation::Runc,
             oci_runtime: None,
@@ -219,6 +283,11 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The network mode; an unknown value (refused at load) reads as `none`.
+    pub fn network_mode(&self) -> NetworkMode {
+        NetworkMode::parse(&self.network).unwrap_or(NetworkMode::None)
+    }
+
     /// The OCI runtime runs use: the expert override, else the isolation tier's.
     pub fn runtime_name(&self) -> &str {
         self.oci_runtime
@@ -275,8 +344,17 @@ pub struct ContainerSpec {
     pub user: String,
     /// Working directory (the skill root inside the container).
     pub workdir: String,
-    /// Network mode (`none`).
+    /// Network mode: `none`, `observe` or `allowlist` ([`NetworkMode`]).
     pub network: String,
+    /// The sink's image, when the mode needs a sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_image: Option<String>,
+    /// Allowlist mode: the names this job may reach (its declared network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Allowlist mode: allowed names may resolve to private addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private: bool,
     /// Labels (instance, job).
     pub labels: BTreeMap<String, String>,
     /// Every limit.
@@ -346,6 +424,9 @@ pub fn spec_for(
         user: policy.user.clone(),
         workdir: WORKDIR.into(),
         network: policy.network.clone(),
+        sink_image: (policy.network_mode() != NetworkMode::None).then(|| policy.sink_image.clone()),
+        allow: Vec::new(),
+        allow_private: policy.allow_private_egress,
         labels,
         limits,
         oci_runtime: Some(policy.runtime_name().to_string()),
@@ -384,8 +465,8 @@ fn check_policy(policy: &Policy) -> Result<(), SandboxError> {
     if policy.log_driver.is_empty() {
         return bad("log_driver must be set (`none` keeps logs off the engine's disk)");
     }
-    if policy.network.is_empty() {
-        return bad("network must be set");
+    if NetworkMode::parse(&policy.network).is_none() {
+        return bad("network must be one of none, observe, allowlist");
     }
     Ok(())
 }

@@ -153,6 +153,8 @@ pub enum Category {
     ToolEscalation,
     /// A network endpoint (URL or IP literal) the skill names.
     NetworkEndpoint,
+    /// A network attempt the sink observed while the skill ran that it did not declare.
+    Network,
     /// What the scan itself could not fully cover (truncation, timeout).
     Coverage,
     /// Facts about the test run (existing pipeline codes such as `no_tests_declared`).
@@ -161,7 +163,7 @@ pub enum Category {
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 19] = [
+    pub const ALL: [Category; 20] = [
         Category::DownloadExec,
         Category::EncodedExec,
         Category::RemoteInstruction,
@@ -179,6 +181,7 @@ impl Category {
         Category::Obfuscation,
         Category::ToolEscalation,
         Category::NetworkEndpoint,
+        Category::Network,
         Category::Coverage,
         Category::Tests,
     ];
@@ -203,6 +206,7 @@ impl Category {
             Category::Obfuscation => "obfuscation",
             Category::ToolEscalation => "tool_escalation",
             Category::NetworkEndpoint => "network_endpoint",
+            Category::Network => "network",
             Category::Coverage => "coverage",
             Category::Tests => "tests",
         }

@@ -239,6 +239,23 @@ pub struct ResultSummary {
     /// Findings counted by severity.
     #[serde(default)]
     pub findings: crate::scan::SeverityCounts,
+    /// The network mode and what the sink observed (absent for jobs finished before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSummary>,
+}
+
+/// The network side of a result: the mode and every attempt, as attested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetworkSummary {
+    /// `none`, `observe` or `allowlist`.
+    pub mode: String,
+    /// Every attempt, aggregated by destination (`predicate.observed.network`).
+    #[serde(default)]
+    pub observed: Vec<crate::sink::record::Observation>,
+    /// Attempts past the sink's bound, counted only.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// Why a job ended in `error`.

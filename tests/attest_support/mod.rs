@@ -50,6 +50,7 @@ pub fn sample_statement(tree: Sha256Digest) -> Statement {
             image_digest: format!("sha256:{}", Sha256Digest::of(b"image")),
             runtime: skill_verifier::package::Runtime::Python,
             network: "none".into(),
+            declared_network: Vec::new(),
             isolation: Some(Isolation {
                 runtime: "runc".into(),
             }),
@@ -82,6 +83,8 @@ pub fn sample_statement(tree: Sha256Digest) -> Statement {
         }],
         verdict: None,
         policy: None,
+        observed: None,
+        dry_run: None,
         tee: None,
     })
 }

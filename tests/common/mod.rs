@@ -52,6 +52,7 @@ impl Runner for InstantRunner {
                 .into(),
             oci_runtime: "runc".into(),
             limits: spec.limits.clone(),
+            network: None,
         })
     }
     async fn image_digest(&self, _image: &str) -> Result<String, SandboxError> {

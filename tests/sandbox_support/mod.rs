@@ -87,9 +87,15 @@ pub fn isolation() -> Isolation {
 /// A policy for tests: the defaults under [`isolation`], with half a CPU so parallel tests
 /// share the machine.
 pub fn policy() -> Policy {
+    let isolation = isolation();
     Policy {
         cpus: 0.5,
-        isolation: isolation(),
+        isolation,
+        // gVisor runs with no network only (the settings refuse anything else with it).
+        network: match isolation {
+            Isolation::Gvisor => "none".into(),
+            Isolation::Runc => Policy::default().network,
+        },
         ..Policy::default()
     }
 }

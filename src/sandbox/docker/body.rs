@@ -9,10 +9,12 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Reso
 use crate::sandbox::{ContainerSpec, RunLimits, SandboxError};
 
 /// Turns the spec into the engine's create request. `tree_bytes` is added to the working
-/// copy's tmpfs so `work_bytes` stays what the test itself may write.
+/// copy's tmpfs so `work_bytes` stays what the test itself may write. `sink` is the network
+/// sink's container ID when the mode has one: the test joins its network namespace.
 pub(super) fn create_body(
     spec: &ContainerSpec,
     tree_bytes: u64,
+    sink: Option<&str>,
 ) -> Result<ContainerCreateBody, SandboxError> {
     let l = &spec.limits;
     let (uid, gid) = spec
@@ -51,7 +53,10 @@ pub(super) fn create_body(
             // No core dumps: they would land in the working copy and eat its space.
             ulimit("core", 0),
         ]),
-        network_mode: Some(spec.network.clone()),
+        network_mode: Some(match sink {
+            Some(id) => format!("container:{id}"),
+            None => "none".to_string(),
+        }),
         cap_drop: Some(vec!["ALL".to_string()]),
         // The default seccomp profile applies because none is named here.
         security_opt: Some(vec!["no-new-privileges:true".to_string()]),
@@ -75,7 +80,9 @@ pub(super) fn create_body(
         env: Some(spec.env.clone()),
         user: Some(spec.user.clone()),
         working_dir: Some(spec.workdir.clone()),
-        hostname: Some("sandbox".to_string()),
+        // A container that joins another's network namespace takes its hostname too (the
+        // engine refuses both).
+        hostname: sink.is_none().then(|| "sandbox".to_string()),
         labels: Some(spec.labels.clone().into_iter().collect()),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -118,8 +125,12 @@ mod tests {
             timeout_secs: None,
             source: TestSource::Declared,
         };
-        let spec = spec_for(&plan, &Policy::default(), Default::default()).unwrap();
-        let body = create_body(&spec, 8192).unwrap();
+        let policy = Policy {
+            network: "none".into(),
+            ..Policy::default()
+        };
+        let spec = spec_for(&plan, &policy, Default::default()).unwrap();
+        let body = create_body(&spec, 8192, None).unwrap();
         let hc = body.host_config.unwrap();
         assert_eq!(hc.memory, Some(512 * 1024 * 1024));
         assert_eq!(hc.memory_swap, hc.memory);
@@ -140,5 +151,24 @@ mod tests {
         assert!(tmpfs["/tmp"].starts_with("size=125829120,"));
         assert_eq!(body.user.as_deref(), Some("65534:65534"));
         assert_eq!(body.entrypoint, Some(spec.cmd.clone()));
+        assert_eq!(body.hostname.as_deref(), Some("sandbox"));
+    }
+
+    #[test]
+    fn with_a_sink_the_test_joins_its_network_namespace() {
+        let plan = TestPlan {
+            command: "true".into(),
+            runtime: Runtime::Shell,
+            timeout_secs: None,
+            source: TestSource::Declared,
+        };
+        let spec = spec_for(&plan, &Policy::default(), Default::default()).unwrap();
+        assert_eq!(spec.network, "observe");
+        let body = create_body(&spec, 0, Some("abc")).unwrap();
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("container:abc"));
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert!(hc.cap_add.is_none());
+        assert_eq!(body.hostname, None);
     }
 }

@@ -30,6 +30,7 @@ mod feed;
 pub mod lease;
 mod pool;
 mod run;
+pub mod sink;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::package::TreeTar;
 
-use super::{ContainerSpec, RunOutcome, Runner, SandboxError, LABEL_INSTANCE, LABEL_JOB};
+use super::{
+    ContainerSpec, NetworkMode, RunOutcome, Runner, SandboxError, LABEL_INSTANCE, LABEL_JOB,
+};
 use pool::{Busy, WarmPool, POOL_TREE_BYTES};
 
 /// Deadline for pulling one image.
@@ -70,10 +73,24 @@ pub struct DockerRunner {
     lease: Option<String>,
 }
 
-/// A created, attached and started container: its removal guard and its stdio.
+/// A created, attached and started container: its removal guard and its stdio, and its
+/// network sink when the mode has one.
 pub(super) struct Launched {
     guard: ContainerGuard,
     io: AttachContainerResults,
+    sink: Option<sink::SinkRun>,
+}
+
+impl Launched {
+    /// Removes the test container, then its sink.
+    async fn remove(self, docker: &Docker) -> Result<(), SandboxError> {
+        let test = self.guard.disarm_and_remove(docker).await;
+        let sink = match self.sink {
+            Some(s) => s.guard.disarm_and_remove(docker).await,
+            None => Ok(()),
+        };
+        test.and(sink)
+    }
 }
 
 impl DockerRunner {
@@ -217,10 +234,23 @@ impl DockerRunner {
         spec: &ContainerSpec,
         tree_bytes: u64,
     ) -> Result<Launched, SandboxError> {
-        let mut body = body::create_body(spec, tree_bytes)?;
+        let sink = match spec.network_mode() {
+            NetworkMode::None => None,
+            _ => {
+                let mut labelled = spec.clone();
+                if let Some(lease) = &self.lease {
+                    labelled
+                        .labels
+                        .insert(lease::LABEL_LEASE.to_string(), lease.clone());
+                }
+                Some(sink::launch(&self.docker, &labelled).await?)
+            }
+        };
+        let mut body = body::create_body(spec, tree_bytes, sink.as_ref().map(|s| s.id.as_str()))?;
         if let (Some(lease), Some(labels)) = (&self.lease, body.labels.as_mut()) {
             labels.insert(lease::LABEL_LEASE.to_string(), lease.clone());
         }
+        // From here a failure drops `sink` (and `guard`): their drop guards remove them.
         let id = engine::create(&self.docker, &spec.image, body).await?;
         let guard = ContainerGuard {
             docker: self.docker.clone(),
@@ -228,7 +258,7 @@ impl DockerRunner {
         };
         let io = engine::attach(&self.docker, &id).await?;
         engine::start(&self.docker, &id).await?;
-        Ok(Launched { guard, io })
+        Ok(Launched { guard, io, sink })
     }
 
     /// Tops the pool up for `key` in the background, one container at a time, unless a
@@ -251,7 +281,7 @@ impl DockerRunner {
                 match runner.launch(&generic, POOL_TREE_BYTES).await {
                     Ok(warm) => {
                         if let Some(extra) = pool.put(&key, warm) {
-                            let _ = extra.guard.disarm_and_remove(&runner.docker).await;
+                            let _ = extra.remove(&runner.docker).await;
                         }
                     }
                     Err(e) => {
@@ -302,19 +332,45 @@ impl Runner for DockerRunner {
             }
             None => (self.launch(spec, tree.footprint_bytes).await?, None),
         };
-        let Launched { guard, io } = launched;
+        let Launched {
+            guard,
+            io,
+            mut sink,
+        } = launched;
         let id = guard.id.clone().unwrap_or_default();
-        let result = run::drive(&self.docker, &id, spec, io, tree, line, cancel).await;
+        let result = async {
+            if let Some(sink) = sink.as_mut() {
+                sink.configure(&crate::sink::Config {
+                    allow: spec.allow.clone(),
+                    allow_private: spec.allow_private,
+                })
+                .await?;
+            }
+            let mut outcome = run::drive(&self.docker, &id, spec, io, tree, line, cancel).await?;
+            if let Some(sink) = sink.as_mut() {
+                outcome.network = Some(sink.report().await?);
+            }
+            Ok(outcome)
+        }
+        .await;
+        let launched = Launched {
+            guard,
+            io: AttachContainerResults {
+                output: Box::pin(futures_util::stream::empty()),
+                input: Box::pin(tokio::io::sink()),
+            },
+            sink,
+        };
         if let (Some(tracker), Ok(_)) = (&self.removals, &result) {
             let docker = self.docker.clone();
             tracker.spawn(async move {
-                if let Err(e) = guard.disarm_and_remove(&docker).await {
+                if let Err(e) = launched.remove(&docker).await {
                     tracing::warn!(container = %id, error = %e, "container not removed");
                 }
             });
             return result;
         }
-        let removed = guard.disarm_and_remove(&self.docker).await;
+        let removed = launched.remove(&self.docker).await;
         let outcome = result?;
         if let Err(e) = removed {
             // The outcome is real and gets attested; a leftover container is the reaper's job.
@@ -344,7 +400,7 @@ impl Runner for DockerRunner {
         }
         if let Some(pool) = &self.pool {
             let removals = pool.drain().into_iter().map(|warm| async {
-                if let Err(e) = warm.guard.disarm_and_remove(&self.docker).await {
+                if let Err(e) = warm.remove(&self.docker).await {
                     tracing::warn!(error = %e, "warm container not removed");
                 }
             });

@@ -231,7 +231,8 @@ pub(super) async fn drive(
     // event log, which records the notification whenever it comes (waiting briefly for a
     // late one). Only then: a test that kills itself gets no OOM it did not have.
     if !oom_killed && exit_code == SIGKILL_EXIT && !signalled {
-        oom_killed = engine::oom_logged(docker, id, started_wall - 1.0, unix_now() + OOM_EVENT_WAIT).await;
+        oom_killed =
+            engine::oom_logged(docker, id, started_wall - 1.0, unix_now() + OOM_EVENT_WAIT).await;
     }
 
     if exit_code == UNPACK_FAILED_EXIT
@@ -265,6 +266,7 @@ pub(super) async fn drive(
         image_digest: info.image.unwrap_or_default(),
         oci_runtime: runtime,
         limits: spec.limits.clone(),
+        network: None,
     })
 }
 
