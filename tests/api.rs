@@ -372,7 +372,8 @@ async fn passing_and_failing_skills_end_to_end_with_verifiable_attestations() {
             statement["subject"][0]["digest"]["sha256"],
             job.package.tree_sha256.as_str()
         );
-        assert_eq!(p["environment"]["network"], "none");
+        assert_eq!(p["environment"]["network"], "observe");
+        assert!(p["observed"]["network"].is_array(), "{p}");
         assert_eq!(p["tee"]["provider"], "simulated");
     }
     let logs: Value = server.get_json(&format!("/verify/{}/logs", pass.id)).await;

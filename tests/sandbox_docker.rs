@@ -114,12 +114,63 @@ async fn a_large_tree_streams_in_intact() {
 }
 
 #[tokio::test]
-async fn network_is_only_loopback() {
+async fn network_none_is_only_loopback() {
     let Some(r) = runner().await else { return };
     let inst = instance();
-    let out = sh(&r, &inst, "ls /sys/class/net", Some(20)).await;
+    let p = skill_verifier::sandbox::Policy {
+        network: "none".into(),
+        ..policy()
+    };
+    let t = tree(&[]);
+    let out = run_in(
+        &r,
+        &inst,
+        Runtime::Shell,
+        "ls /sys/class/net",
+        Some(20),
+        &p,
+        t.path(),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.exit_code, 0);
     assert_eq!(text(&out.stdout), "lo\n");
+    assert_no_leftovers(&r, &inst).await;
+}
+
+#[tokio::test]
+async fn observe_gives_only_the_sinks_trap_and_the_test_cannot_change_it() {
+    if isolation() == skill_verifier::sandbox::Isolation::Gvisor {
+        return;
+    }
+    let Some(r) = runner().await else { return };
+    let inst = instance();
+    let p = skill_verifier::sandbox::Policy {
+        network: "observe".into(),
+        ..policy()
+    };
+    let t = tree(&[]);
+    // The veth pair has no peer outside the namespace; the test has no capability to add
+    // a route or touch the nftables trap.
+    let out = run_in(
+        &r,
+        &inst,
+        Runtime::Shell,
+        "ls /sys/class/net | sort | tr '\\n' ' '; ip route add 1.2.3.4 dev lo 2>/dev/null && echo ROUTED; ip link set sv0 down 2>/dev/null && echo DOWNED; true",
+        Some(20),
+        &p,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert!(stdout.starts_with("lo sv0 sv1 "), "{stdout}");
+    assert!(
+        !stdout.contains("ROUTED") && !stdout.contains("DOWNED"),
+        "{stdout}"
+    );
+    assert!(out.network.is_some());
     assert_no_leftovers(&r, &inst).await;
 }
 

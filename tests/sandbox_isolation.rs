@@ -58,8 +58,15 @@ fn sleeper(dir: &Path, secs: u32) -> std::path::PathBuf {
 fn attested_runtime(isolation: &str) -> String {
     let data = tempfile::tempdir().unwrap();
     let out = data.path().join("envelope.json");
+    // gVisor runs with no network here (the settings refuse a sink under runsc).
+    let network = if isolation == "gvisor" {
+        "none"
+    } else {
+        "observe"
+    };
     let run = bin(data.path())
         .env("SKILL_VERIFIER_SANDBOX__ISOLATION", isolation)
+        .env("SKILL_VERIFIER_SANDBOX__NETWORK", network)
         .args(["verify".as_ref(), example("hello-world").as_os_str()])
         .args(["--out".as_ref(), out.as_os_str()])
         .output()
@@ -88,6 +95,25 @@ fn the_attestation_records_runc_for_the_runc_tier() {
         return;
     }
     assert_eq!(attested_runtime("runc"), "runc");
+}
+
+#[test]
+fn gvisor_with_a_network_is_refused_at_start_not_downgraded() {
+    let data = tempfile::tempdir().unwrap();
+    for network in ["observe", "allowlist"] {
+        let run = bin(data.path())
+            .env("SKILL_VERIFIER_SANDBOX__ISOLATION", "gvisor")
+            .env("SKILL_VERIFIER_SANDBOX__NETWORK", network)
+            .args(["verify".as_ref(), example("hello-world").as_os_str()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("sandbox.network") && stderr.contains("gVisor"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -157,10 +183,15 @@ fn start_sleeping_verify(data: &Path, skill: &Path) -> (Child, Vec<String>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // With a network mode that has one, the sink comes first, then the test's container.
+    let expected = match std::env::var("SKILL_VERIFIER_SANDBOX__NETWORK").as_deref() {
+        Ok("none") => 1,
+        _ => 2,
+    };
     let begun = Instant::now();
     loop {
         let ids = leased_by(child.id());
-        if !ids.is_empty() {
+        if ids.len() >= expected {
             return (child, ids);
         }
         if begun.elapsed() > Duration::from_secs(30) {

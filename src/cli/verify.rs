@@ -153,6 +153,10 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         .collect();
     statement_findings.extend(ran.scan.findings.iter().cloned());
     super::scan::print_summary(&statement_findings, &scan.policy);
+    let observed = crate::jobs::pipeline::observed(&ran);
+    if !args.json {
+        print_network(&ran, observed.as_ref());
+    }
     if let Some(path) = &args.sarif {
         let sarif = crate::scan::sarif::to_sarif_json(
             &statement_findings,
@@ -177,6 +181,14 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
                 "oom_killed": o.oom_killed,
                 "attestation": args.out.as_ref().map(|p| p.display().to_string()),
                 "verdict": attested.verdict,
+                "network": ran.spec.network,
+                "observed_network": observed.as_ref().map(|o| &o.network),
+                "dry_run": ran.dry_run.iter().map(|d| serde_json::json!({
+                    "script": d.script,
+                    "args": d.args,
+                    "exit_code": d.outcome.exit_code,
+                    "duration_ms": d.outcome.duration_ms,
+                })).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -236,5 +248,65 @@ async fn engine(settings: &Settings) -> Result<DockerRunner, String> {
         Err(e) => Err(format!(
             "the Docker engine does not answer: {e} (start it, or set DOCKER_HOST)"
         )),
+    }
+}
+
+/// The network side on stderr: the mode, each destination the sink saw (marked when the
+/// skill did not declare it), and the dry run's invocations.
+fn print_network(
+    ran: &crate::jobs::pipeline::Ran,
+    observed: Option<&crate::attest::statement::Observed>,
+) {
+    let declared =
+        crate::package::plan::declared_network(&ran.package.manifest).unwrap_or_default();
+    match observed {
+        None => eprintln!("network: {} (nothing observed)", ran.spec.network),
+        Some(o) if o.network.is_empty() => {
+            eprintln!("network: {}: no attempts", ran.spec.network)
+        }
+        Some(o) => {
+            eprintln!(
+                "network: {}: {} destination(s){}",
+                ran.spec.network,
+                o.network.len(),
+                if o.network_dropped > 0 {
+                    format!(", {} more attempts past the bound", o.network_dropped)
+                } else {
+                    String::new()
+                }
+            );
+            for a in &o.network {
+                let covered = a.allowed
+                    || a.host
+                        .as_deref()
+                        .is_some_and(|h| crate::sink::egress::allowed(&declared, h));
+                eprintln!(
+                    "  {} x{}{}",
+                    a.describe(),
+                    a.count,
+                    if a.allowed {
+                        " (allowed)"
+                    } else if covered {
+                        " (declared)"
+                    } else {
+                        " (undeclared)"
+                    }
+                );
+            }
+        }
+    }
+    for d in &ran.dry_run {
+        eprintln!(
+            "dry run: {} {} -> exit {} in {} ms{}",
+            d.script,
+            d.args.join(" "),
+            d.outcome.exit_code,
+            d.outcome.duration_ms,
+            if d.outcome.timed_out {
+                " (timed out)"
+            } else {
+                ""
+            }
+        );
     }
 }

@@ -517,7 +517,8 @@ mod tests {
             ],
             "user": "65534:65534",
             "workdir": "/work",
-            "network": "none",
+            "network": "observe",
+            "sink_image": crate::sink::image(),
             "labels": {
                 "dev.skill-verifier.instance": "inst-1",
                 "dev.skill-verifier.job": "job-1"

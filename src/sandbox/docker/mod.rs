@@ -246,19 +246,36 @@ impl DockerRunner {
                 Some(sink::launch(&self.docker, &labelled).await?)
             }
         };
-        let mut body = body::create_body(spec, tree_bytes, sink.as_ref().map(|s| s.id.as_str()))?;
-        if let (Some(lease), Some(labels)) = (&self.lease, body.labels.as_mut()) {
-            labels.insert(lease::LABEL_LEASE.to_string(), lease.clone());
+        let sink_id = sink.as_ref().map(|s| s.id.clone());
+        let test = async {
+            let mut body = body::create_body(spec, tree_bytes, sink_id.as_deref())?;
+            if let (Some(lease), Some(labels)) = (&self.lease, body.labels.as_mut()) {
+                labels.insert(lease::LABEL_LEASE.to_string(), lease.clone());
+            }
+            let id = engine::create(&self.docker, &spec.image, body).await?;
+            // From here a failure drops `guard`, whose drop removes the container.
+            let guard = ContainerGuard {
+                docker: self.docker.clone(),
+                id: Some(id.clone()),
+            };
+            let io = engine::attach(&self.docker, &id).await?;
+            engine::start(&self.docker, &id).await?;
+            Ok::<_, SandboxError>((guard, io))
         }
-        // From here a failure drops `sink` (and `guard`): their drop guards remove them.
-        let id = engine::create(&self.docker, &spec.image, body).await?;
-        let guard = ContainerGuard {
-            docker: self.docker.clone(),
-            id: Some(id.clone()),
-        };
-        let io = engine::attach(&self.docker, &id).await?;
-        engine::start(&self.docker, &id).await?;
-        Ok(Launched { guard, io, sink })
+        .await;
+        match test {
+            Ok((guard, io)) => Ok(Launched { guard, io, sink }),
+            Err(e) => {
+                // The sink is removed before the error returns, not in the background: a
+                // failed launch leaves nothing behind when it answers.
+                if let Some(sink) = sink {
+                    if let Err(removal) = sink.guard.disarm_and_remove(&self.docker).await {
+                        tracing::warn!(error = %removal, "sink not removed");
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Tops the pool up for `key` in the background, one container at a time, unless a
