@@ -59,8 +59,10 @@ fn main() {
     }
     let instance = format!("sv-bench-{}", uuid::Uuid::new_v4());
     let spec_under = |isolation: Isolation| -> ContainerSpec {
+        // Network none: the sandbox's own cost (benches/network.rs measures the sink's).
         let policy = Policy {
             isolation,
+            network: "none".into(),
             ..Policy::default()
         };
         let plan = TestPlan {

@@ -41,6 +41,12 @@ fn main() {
             .arg("--data-dir")
             .arg(data.path())
             .env("RUST_LOG", "warn")
+            // The sandbox's own cost is measured with network none (BENCH_NETWORK=observe
+            // measures the default mode; benches/network.rs isolates the sink's cost).
+            .env(
+                "SKILL_VERIFIER_SANDBOX__NETWORK",
+                std::env::var("BENCH_NETWORK").unwrap_or_else(|_| "none".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
