@@ -100,12 +100,12 @@ async fn start_daemon(workers: Option<usize>) -> Daemon {
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "warn")
-            // The sandbox's own cost is measured with network none (BENCH_NETWORK=observe
-            // measures the default mode; benches/network.rs isolates the sink's cost).
-            .env(
-                "SKILL_VERIFIER_SANDBOX__NETWORK",
-                std::env::var("BENCH_NETWORK").unwrap_or_else(|_| "none".into()),
-            )
+        // The sandbox's own cost is measured with network none (BENCH_NETWORK=observe
+        // measures the default mode; benches/network.rs isolates the sink's cost).
+        .env(
+            "SKILL_VERIFIER_SANDBOX__NETWORK",
+            std::env::var("BENCH_NETWORK").unwrap_or_else(|_| "none".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

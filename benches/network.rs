@@ -81,9 +81,8 @@ fn main() {
     )
     .unwrap();
     let tar_dir = tempfile::tempdir().unwrap();
-    let tar = Arc::new(
-        TreeTar::write_from_dir(tree.path(), &tar_dir.path().join("tree.tar")).unwrap(),
-    );
+    let tar =
+        Arc::new(TreeTar::write_from_dir(tree.path(), &tar_dir.path().join("tree.tar")).unwrap());
 
     let run_one = |spec: &ContainerSpec| {
         let begun = Instant::now();

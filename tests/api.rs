@@ -348,6 +348,10 @@ async fn passing_and_failing_skills_end_to_end_with_verifiable_attestations() {
     let fail = server.wait(fail["id"].as_str().unwrap(), 60).await;
     assert_eq!(pass.status, JobStatus::Passed, "{pass:?}");
     assert_eq!(pass.result.as_ref().unwrap().status, Status::Passed);
+    // The job view carries the network mode and what the sink saw (nothing, here).
+    let network = pass.result.as_ref().unwrap().network.as_ref().unwrap();
+    assert_eq!(network.mode, "observe");
+    assert!(network.observed.is_empty(), "{network:?}");
     assert_eq!(fail.status, JobStatus::Failed, "{fail:?}");
     assert_eq!(fail.result.as_ref().unwrap().exit_code, 3);
 

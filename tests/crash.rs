@@ -62,6 +62,17 @@ async fn job(client: &reqwest::Client, url: &str, id: &str) -> Value {
         .unwrap()
 }
 
+/// The instance's network sinks (the default network mode gives every test one).
+fn labelled_sinks(instance: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dev.skill-verifier.instance={instance}"))
+        .args(["--filter", "label=dev.skill-verifier.role=sink"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 fn labelled_containers(instance: &str) -> usize {
     let out = Command::new("docker")
         .args(["ps", "-aq", "--filter"])
@@ -118,6 +129,10 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
     assert!(
         labelled_containers(instance.trim()) >= 1,
         "the killed daemon should have left its running containers behind"
+    );
+    assert!(
+        labelled_sinks(instance.trim()) >= 1,
+        "and their network sinks (or pooled ones)"
     );
 
     let mut daemon = spawn_daemon(data.path(), port);
@@ -188,6 +203,7 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
         0,
         "no container remains"
     );
+    assert_eq!(labelled_sinks(instance.trim()), 0, "no sink remains");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,21 +91,35 @@ pub fn simulator_verifying_key() -> VerifyingKey {
 }
 
 /// SHA-384 of this process's binary, hashed once per process (it does not change while we
-/// run, and hashing a large binary on every quote would be waste).
+/// run, and hashing a large binary on every quote would be waste). Concurrent callers wait
+/// for the one hash in progress, so [`prewarm_measurement`] started early overlaps it with
+/// other work.
 fn binary_measurement() -> Result<[u8; 48], QuoteError> {
-    static MR: OnceLock<[u8; 48]> = OnceLock::new();
-    if let Some(mr) = MR.get() {
-        return Ok(*mr);
-    }
-    let path = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let measure_err = |source| QuoteError::Measure {
-        path: path.clone(),
-        source,
-    };
-    let mut file = std::fs::File::open(&path).map_err(measure_err)?;
-    let mut hasher = Sha384::new();
-    std::io::copy(&mut file, &mut hasher).map_err(measure_err)?;
-    Ok(*MR.get_or_init(|| hasher.finalize().into()))
+    static MR: OnceLock<Result<[u8; 48], (PathBuf, std::io::ErrorKind, String)>> = OnceLock::new();
+    let measured = MR.get_or_init(|| {
+        let path = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let hash = || -> std::io::Result<[u8; 48]> {
+            let mut file = std::fs::File::open(&path)?;
+            let mut hasher = Sha384::new();
+            std::io::copy(&mut file, &mut hasher)?;
+            Ok(hasher.finalize().into())
+        };
+        hash().map_err(|e| (path.clone(), e.kind(), e.to_string()))
+    });
+    measured
+        .clone()
+        .map_err(|(path, kind, message)| QuoteError::Measure {
+            path,
+            source: std::io::Error::new(kind, message),
+        })
+}
+
+/// Starts hashing this binary on a background thread, so a one-shot process (the CLI's
+/// `verify`) has the measurement ready by the time it signs.
+pub fn prewarm_measurement() {
+    std::thread::spawn(|| {
+        let _ = binary_measurement();
+    });
 }
 
 /// A TDX-shaped quote signed by the published simulator key. Labelled simulated everywhere.
