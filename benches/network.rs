@@ -120,8 +120,10 @@ fn main() {
     };
 
     // Warm up both pools.
-    runner.prewarm(&none);
-    runner.prewarm(&observe);
+    rt.block_on(async {
+        runner.prewarm(&none);
+        runner.prewarm(&observe);
+    });
     for _ in 0..2 {
         run_one(&none);
         run_one(&observe);

@@ -7,8 +7,13 @@ rule ignore_previous_instructions {
     message = "tells the agent to ignore or override its previous instructions"
   strings:
     $a = /\b(ignore|disregard|forget|override|bypass)\s+(all\s+|any\s+|every\s+)?(of\s+)?(your\s+|the\s+|my\s+)?(previous|prior|above|earlier|preceding|system|original|existing|other)\s+(instructions|prompts?|rules|directives|guidelines|messages|context|guardrails)\b/i
+    // The same phrase opened by a quote: an example of an attack (documentation that
+    // teaches defence against it), not an instruction.
+    $q = /(["'`(]|\xe2\x80\x9c)\s*(ignore|disregard|forget|override|bypass)\s+(all\s+|any\s+|every\s+)?(of\s+)?(your\s+|the\s+|my\s+)?(previous|prior|above|earlier|preceding|system|original|existing|other)\s+(instructions|prompts?|rules|directives|guidelines|messages|context|guardrails)\b/i
   condition:
-    $a
+    // In SKILL.md (what the agent reads as instructions) every occurrence counts; in
+    // other files only one that is not a quotation.
+    (is_skill_md and $a) or #a > #q
 }
 
 rule conceal_from_user {
@@ -60,8 +65,13 @@ rule safety_bypass_instruction {
   strings:
     $a = /\b(bypass|disable|skip|ignore|circumvent|override)\s+(all\s+|any\s+)?(the\s+|your\s+)?(safety|security|permission|sandbox|approval|confirmation|user\s+confirmation)\s+(checks?|prompts?|restrictions?|measures|guardrails|dialogs?|requirements?|settings)\b/i
     $b = /\b(do\s+not|don'?t|never)\s+ask\s+(the\s+user\s+)?for\s+(permission|confirmation|approval)\b/i
+    // $a as an imperative: at the start of a line, sentence, clause or list item, or after
+    // a word that makes it one ("to", "please", "always", ...).
+    $imp = /(^|[\n.!?:;]\s*|[-*]\s+|\b(to|please|always|then|must|should|can|you|and|now)\s+)(bypass|disable|skip|ignore|circumvent|override)\s+(all\s+|any\s+)?(the\s+|your\s+)?(safety|security|permission|sandbox|approval|confirmation|user\s+confirmation)\s+(checks?|prompts?|restrictions?|measures|guardrails|dialogs?|requirements?|settings)\b/i
   condition:
-    any of them
+    // SKILL.md and code: any occurrence; other markdown (reference documents describing
+    // what to avoid): only an imperative.
+    $b or $imp or ($a and (is_skill_md or not is_markdown))
 }
 
 rule skip_permissions_flag {
