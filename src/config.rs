@@ -31,6 +31,8 @@ pub struct Settings {
     pub attest: AttestSettings,
     /// The scan stage: operator rule files, the verdict policy, size bounds.
     pub scan: ScanSettings,
+    /// Where jobs, results and keys live: SQLite in the data dir, or PostgreSQL.
+    pub store: StoreSettings,
 }
 
 /// The daemon's HTTP side and its queue.
@@ -105,6 +107,7 @@ impl fmt::Debug for Settings {
             .field("sandbox", &self.sandbox)
             .field("attest", &self.attest)
             .field("scan", &self.scan)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -212,6 +215,142 @@ impl ScanSettings {
     }
 }
 
+/// `store`: the job store. Written either as a URL (`store = "postgres://…"`, env
+/// `SKILL_VERIFIER_STORE`, flag `serve --store`) or as a `[store]` table with `url` and the
+/// lease timings. No URL (or `sqlite`) means SQLite in the data dir.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "StoreSettingsRepr")]
+pub struct StoreSettings {
+    /// `postgres://user:password@host:port/db`; `None` (or `sqlite`) is the embedded SQLite.
+    pub url: Option<String>,
+    /// How long a claim holds a job without a heartbeat, in seconds. A daemon that dies loses
+    /// its jobs to another daemon this long after its last heartbeat.
+    pub lease_secs: u64,
+    /// How often a daemon renews the leases of the jobs it runs, in seconds; must be well
+    /// under `lease_secs` (at most a third), so one late heartbeat does not lose a lease.
+    pub heartbeat_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoreSettingsRepr {
+    Url(String),
+    Table {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default = "default_lease_secs")]
+        lease_secs: u64,
+        #[serde(default = "default_heartbeat_secs")]
+        heartbeat_secs: u64,
+    },
+}
+
+fn default_lease_secs() -> u64 {
+    30
+}
+
+fn default_heartbeat_secs() -> u64 {
+    10
+}
+
+impl From<StoreSettingsRepr> for StoreSettings {
+    fn from(r: StoreSettingsRepr) -> Self {
+        match r {
+            StoreSettingsRepr::Url(url) => StoreSettings {
+                url: Some(url),
+                ..StoreSettings::default()
+            },
+            StoreSettingsRepr::Table {
+                url,
+                lease_secs,
+                heartbeat_secs,
+            } => StoreSettings {
+                url,
+                lease_secs,
+                heartbeat_secs,
+            },
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: None,
+            lease_secs: default_lease_secs(),
+            heartbeat_secs: default_heartbeat_secs(),
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The PostgreSQL URL when the store is PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url
+            .as_deref()
+            .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.url.as_deref() {
+            if url != "sqlite" && self.postgres_url().is_none() {
+                return Err(invalid(
+                    "store",
+                    format!(
+                        "{:?} is neither `sqlite` nor a postgres:// URL",
+                        redact_url(url)
+                    ),
+                ));
+            }
+        }
+        check("store.lease_secs", self.lease_secs, 3, 3_600)?;
+        check("store.heartbeat_secs", self.heartbeat_secs, 1, 1_200)?;
+        if self.heartbeat_secs.saturating_mul(3) > self.lease_secs {
+            return Err(invalid(
+                "store.heartbeat_secs",
+                format!(
+                    "{} is more than a third of store.lease_secs ({}): one late heartbeat would lose the lease",
+                    self.heartbeat_secs, self.lease_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// The URL may carry a password: never in Debug output or logs.
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("lease_secs", &self.lease_secs)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .finish()
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -239,7 +378,16 @@ impl Settings {
         fig = fig.merge(
             Env::prefixed("SKILL_VERIFIER_")
                 .split("__")
-                .ignore(&["server", "token", "config"]),
+                .ignore(&["server", "token", "config"])
+                // `SKILL_VERIFIER_STORE` is the store's URL; `SKILL_VERIFIER_STORE__LEASE_SECS`
+                // and friends reach into the `[store]` table beside it.
+                .map(|key| {
+                    if key == "store" {
+                        "store.url".into()
+                    } else {
+                        key.into()
+                    }
+                }),
         );
         let settings: Settings = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
         settings.validate()?;
@@ -253,6 +401,7 @@ impl Settings {
         validate_sandbox(&self.sandbox)?;
         validate_package(&self.package)?;
         self.attest.validate()?;
+        self.store.validate()?;
         let s = &self.server;
         check(
             "server.queue_capacity",
@@ -526,6 +675,68 @@ mod tests {
             assert_eq!(s.sandbox.timeout_secs, 9);
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod store_settings_tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn the_store_url_comes_from_env_beside_the_store_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[store]\nlease_secs = 60\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SKILL_VERIFIER_STORE",
+                "postgres://sv:secret@127.0.0.1:55432/sv",
+            );
+            jail.set_env("SKILL_VERIFIER_STORE__HEARTBEAT_SECS", "5");
+            let s = Settings::load(Some(&file)).unwrap();
+            assert_eq!(
+                s.store.postgres_url(),
+                Some("postgres://sv:secret@127.0.0.1:55432/sv")
+            );
+            assert_eq!((s.store.lease_secs, s.store.heartbeat_secs), (60, 5));
+            let debug = format!("{s:?}");
+            assert!(!debug.contains("secret"), "{debug}");
+            assert!(debug.contains("sv:***@127.0.0.1:55432/sv"), "{debug}");
+            Ok(())
+        });
+        // The short form: a bare URL.
+        std::fs::write(&file, "store = \"postgresql://h/db\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.store.postgres_url(), Some("postgresql://h/db"));
+        assert_eq!(s.store.lease_secs, 30);
+    }
+
+    #[test]
+    fn bad_store_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, key) in [
+            ("store = \"mysql://x\"\n", "`store`"),
+            ("[store]\nlease_secs = 0\n", "store.lease_secs"),
+            (
+                "[store]\nlease_secs = 30\nheartbeat_secs = 20\n",
+                "store.heartbeat_secs",
+            ),
+            ("[store]\nheartbeat_secs = 0\n", "store.heartbeat_secs"),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let err = Settings::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        assert_eq!(Settings::default().store.postgres_url(), None);
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_logs() {
+        assert_eq!(redact_url("postgres://u:p@h:1/d"), "postgres://u:***@h:1/d");
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
     }
 }
 
