@@ -195,8 +195,9 @@ fn parse_digest(id: &str, text: Option<String>) -> Result<Option<Sha256Digest>, 
     .transpose()
 }
 
-/// The raw columns of one row, read while the statement is borrowed.
-type RawRow = (
+/// The raw columns of one row, read while the statement is borrowed (PostgreSQL rows are
+/// read into the same shape and decoded by the same code).
+pub(super) type RawRow = (
     i64,
     String,
     String,
@@ -236,7 +237,7 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
-fn decode(r: RawRow) -> Result<JobRecord, StoreError> {
+pub(super) fn decode(r: RawRow) -> Result<JobRecord, StoreError> {
     let (
         seq,
         id_text,
