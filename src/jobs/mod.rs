@@ -188,10 +188,70 @@ impl Scheduler {
         &self.inner.verifier
     }
 
-    /// Reads a blob on the blocking pool.
+    /// Reads a blob on the blocking pool (fetching it from a shared store first when
+    /// another daemon wrote it).
     pub async fn read_blob(&self, digest: Sha256Digest) -> Result<Vec<u8>, StoreError> {
+        self.local_blob(digest).await?;
         let blobs = self.inner.blobs.clone();
         blocking(move || blobs.read(&digest)).await
+    }
+
+    /// Copies blobs from the local directory into the store when other daemons read them
+    /// there (PostgreSQL); nothing to do on SQLite, where the directory is the only copy.
+    /// Called before the row that names them is written, so a row never names a blob another
+    /// daemon cannot read. A blob is read whole into memory for the copy: package tars are
+    /// bounded by the unpacked-size limit.
+    async fn share_blobs(&self, digests: &[Sha256Digest]) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        if !store.shares_blobs() {
+            return Ok(());
+        }
+        for digest in digests.iter().copied() {
+            let blobs = self.inner.blobs.clone();
+            let bytes = blocking(move || blobs.read(&digest)).await?;
+            store.put_blob(digest, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure a blob is in the local blob directory: on a shared store, a blob another
+    /// daemon wrote is fetched once and kept locally (the directory is a cache there).
+    async fn local_blob(&self, digest: Sha256Digest) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        if !store.shares_blobs() || self.inner.blobs.path(&digest).exists() {
+            return Ok(());
+        }
+        if let Some(bytes) = store.get_blob(digest).await? {
+            let blobs = self.inner.blobs.clone();
+            blocking(move || blobs.put(&bytes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Renews this daemon's leases every `every` until the returned task is aborted (after
+    /// the workers stopped). Runs on every store; one without leases renews none.
+    pub fn spawn_heartbeat(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match tokio::time::timeout(every, inner.store.renew_leases()).await {
+                    Ok(Ok(n)) => {
+                        inner.metrics.lease_renewals.inc_by(n);
+                    }
+                    Ok(Err(e)) => {
+                        inner.metrics.lease_renewal_failures.inc();
+                        tracing::error!(error = %e, "renewing leases failed");
+                    }
+                    Err(_) => {
+                        inner.metrics.lease_renewal_failures.inc();
+                        tracing::error!("renewing leases timed out");
+                    }
+                }
+            }
+        })
     }
 
     /// Fills in the live phase of a job this daemon is running (the store keeps only the
@@ -231,7 +291,7 @@ impl Scheduler {
         }
         let requeued = inner
             .store
-            .requeue_all_running()
+            .recover_interrupted()
             .await
             .context("re-queueing interrupted jobs")?;
         if requeued > 0 || reaped > 0 {
@@ -316,6 +376,7 @@ impl Scheduler {
             blobs.put(&facts_json)
         })
         .await?;
+        self.share_blobs(&[tar_sha256, facts]).await?;
         let archive = upload.sha256;
         let job = inner
             .store
@@ -452,9 +513,19 @@ impl Scheduler {
             if inner.stopping.is_cancelled() {
                 break;
             }
-            let claimed = tokio::time::timeout(STORE_DEADLINE, inner.store.claim_next()).await;
+            let claimed = tokio::time::timeout(STORE_DEADLINE, inner.store.claim()).await;
             match claimed {
-                Ok(Ok(Some(job))) => self.process(job).await,
+                Ok(Ok(Some(claimed))) => {
+                    inner.metrics.claims.inc();
+                    if claimed.rescued {
+                        inner.metrics.rescues.inc();
+                        tracing::warn!(job_id = %claimed.job.id, attempt = claimed.job.attempt,
+                            "took over a job whose lease expired");
+                    }
+                    inner.metrics.leases_held.inc();
+                    self.process(claimed.job).await;
+                    inner.metrics.leases_held.dec();
+                }
                 Ok(Ok(None)) => {
                     tokio::select! {
                         _ = inner.notify.notified() => {}
@@ -532,7 +603,10 @@ impl Scheduler {
                     .inc();
                 tracing::info!(status = status.as_str(), "job finished");
             }
-            Ok(false) => tracing::warn!("job was no longer running; result discarded"),
+            Ok(false) => {
+                inner.metrics.fenced.inc();
+                tracing::warn!("job was no longer running under this attempt; result discarded")
+            }
             Err(e) => tracing::error!(error = %e, "recording the result failed"),
         }
     }
@@ -594,6 +668,7 @@ impl Scheduler {
             Ok::<_, StoreError>((blobs.put(&envelope_json)?, blobs.put(&logs_json)?))
         })
         .await?;
+        self.share_blobs(&[envelope, logs]).await?;
         inner
             .metrics
             .observe_stage("attest", clock.elapsed().as_secs_f64());
@@ -624,6 +699,11 @@ impl Scheduler {
     /// accepted before facts were recorded has the uploaded archive as its blob: that is
     /// read (once) into a tar blob here, through the same reader.
     async fn package_of(&self, job: &JobRecord) -> Result<Package, JobPackageError> {
+        for digest in job.facts.into_iter().chain([job.tree_tar]) {
+            self.local_blob(digest)
+                .await
+                .map_err(JobPackageError::Store)?;
+        }
         let blobs = self.inner.blobs.clone();
         if let Some(facts) = job.facts {
             let (blobs2, tar) = (blobs.clone(), job.tree_tar);
