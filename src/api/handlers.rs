@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiQuery, ErrorBody};
-use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys};
+use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys, StoreHealth};
 use super::AppState;
 use crate::ids::JobId;
 use crate::jobs::{Cancelled, Submitted};
@@ -339,7 +339,39 @@ pub async fn list_jobs(
 /// The verifier's public keys.
 #[utoipa::path(get, path = "/keys", responses((status = 200, body = Keys)))]
 pub async fn keys(State(state): State<AppState>) -> Json<Keys> {
-    Json(state.keys.as_ref().clone())
+    let own = state.keys.as_ref().clone();
+    // A shared store has a key registry: every daemon's key, retired ones included.
+    let registered = match state.scheduler.store().list_keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the key registry failed; publishing this daemon's key only");
+            Vec::new()
+        }
+    };
+    if registered.is_empty() {
+        return Json(own);
+    }
+    let mut keys: Vec<KeyView> = registered
+        .into_iter()
+        .map(|k| KeyView {
+            keyid: k.key_id,
+            algorithm: "ed25519".into(),
+            public_key_pem: k.public_key_pem,
+            instance: Some(k.instance),
+            first_seen: Some(crate::store::rfc3339(k.first_seen)),
+            retired_at: k.retired_at.map(crate::store::rfc3339),
+        })
+        .collect();
+    // This daemon's own key is always published, even if its registration is not visible.
+    for mine in own.keys {
+        if !keys.iter().any(|k| k.keyid == mine.keyid) {
+            keys.push(mine);
+        }
+    }
+    Json(Keys {
+        keys,
+        quote_provider: own.quote_provider,
+    })
 }
 
 /// Liveness, with Docker reachability.
@@ -360,12 +392,31 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             error: Some("no answer within 3s".into()),
         },
     };
-    let queue_depth = state.scheduler.store().count_queued().await.unwrap_or(0);
+    let store = state.scheduler.store().clone();
+    let store_health = match tokio::time::timeout(Duration::from_secs(3), store.ping()).await {
+        Ok(Ok(())) => StoreHealth {
+            kind: store.kind(),
+            reachable: true,
+            error: None,
+        },
+        Ok(Err(e)) => StoreHealth {
+            kind: store.kind(),
+            reachable: false,
+            error: Some(e.to_string()),
+        },
+        Err(_) => StoreHealth {
+            kind: store.kind(),
+            reachable: false,
+            error: Some("no answer within 3s".into()),
+        },
+    };
+    let queue_depth = store.count_queued().await.unwrap_or(0);
     Json(Health {
         status: "ok".into(),
         version: crate::VERSION.into(),
         docker,
         queue_depth,
+        store: store_health,
     })
 }
 
@@ -420,6 +471,9 @@ pub fn keys_view(keyid: String, pem: String, quote_provider: &str) -> Keys {
             keyid,
             algorithm: "ed25519".into(),
             public_key_pem: pem,
+            instance: None,
+            first_seen: None,
+            retired_at: None,
         }],
         quote_provider: quote_provider.to_string(),
     }

@@ -40,7 +40,7 @@ use crate::attest::keys::Signer;
 use crate::config::{ServerSettings, Settings};
 use crate::jobs::{Metrics, Scheduler, SchedulerConfig, Verifier};
 use crate::sandbox::Runner;
-use crate::store::{Blobs, SqliteStore};
+use crate::store::{Blobs, KeyRecord, PgStore, PgStoreOptions, SqliteStore, Store};
 
 use error::ApiError;
 
@@ -287,7 +287,35 @@ impl Daemon {
             Signer::load_or_create(&data_dir.join("keys")).context("loading the signing key")?;
         let quotes = crate::attest::quote::from_settings(&settings.attest)
             .context("setting up the quote provider")?;
-        let store = SqliteStore::open(&data_dir.join("skill-verifier.db"))?;
+        let instance = instance_id(&data_dir)?;
+        let store: Arc<dyn Store> = match settings.store.postgres_url() {
+            Some(url) => {
+                let store = PgStore::connect(
+                    url,
+                    PgStoreOptions {
+                        owner: instance.clone(),
+                        lease: Duration::from_secs(settings.store.lease_secs),
+                        pool_size: settings.workers() + 4,
+                    },
+                )
+                .await
+                .context("opening the PostgreSQL store")?;
+                tracing::info!(url = %crate::config::redact_url(url), instance, "job store: PostgreSQL");
+                Arc::new(store)
+            }
+            None => Arc::new(SqliteStore::open(&data_dir.join("skill-verifier.db"))?),
+        };
+        // The key registry: every daemon on a shared store publishes this key too.
+        store
+            .register_key(KeyRecord {
+                key_id: signer.key_id(),
+                public_key_pem: signer.public_key_pem(),
+                instance: instance.clone(),
+                first_seen: time::OffsetDateTime::now_utc(),
+                retired_at: None,
+            })
+            .await
+            .context("registering the signing key in the store")?;
         let blobs = Blobs::open(data_dir.join("blobs"))?;
         // Versions before 0.2 unpacked packages under `work/`; nothing is written there now.
         let legacy_work = data_dir.join("work");
@@ -295,7 +323,6 @@ impl Daemon {
             std::fs::remove_dir_all(&legacy_work)
                 .with_context(|| format!("removing {}", legacy_work.display()))?;
         }
-        let instance = instance_id(&data_dir)?;
         let keys = handlers::keys_view(signer.key_id(), signer.public_key_pem(), quotes.kind());
         // The rule pack is compiled and the policy loaded once, here: a bad rule file or
         // policy stops start-up with its file, line and reason.
@@ -316,7 +343,7 @@ impl Daemon {
             }),
         };
         let scheduler = Scheduler::new(
-            Arc::new(store),
+            store,
             blobs,
             verifier,
             SchedulerConfig {
@@ -347,6 +374,16 @@ impl Daemon {
         self.workers = workers;
     }
 
+    /// Retires a key in the store's key registry (it stays published with `retired_at`);
+    /// refuses this daemon's own signing key. False when no such active key exists (or the
+    /// store keeps no registry: SQLite publishes only the daemon's own key).
+    pub async fn retire_key(&self, key_id: &str) -> anyhow::Result<bool> {
+        if self.state.keys.keys.iter().any(|k| k.keyid == key_id) {
+            anyhow::bail!("{key_id} is this daemon's own signing key; rotate it first (keygen)");
+        }
+        Ok(self.scheduler.store().retire_key(key_id).await?)
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets running
     /// jobs finish within the grace period and re-queues the rest.
     pub async fn serve(
@@ -355,6 +392,9 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let workers = self.scheduler.spawn_workers(self.workers);
+        let heartbeat = self
+            .scheduler
+            .spawn_heartbeat(Duration::from_secs(self.settings.store.heartbeat_secs));
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, workers = self.workers, data_dir = %self.settings.data_dir().display(), "serving");
         let result = axum::serve(listener, router(self.state.clone()))
@@ -368,6 +408,9 @@ impl Daemon {
                 Duration::from_secs(self.settings.server.shutdown_grace_secs),
             )
             .await;
+        // Leases are renewed until the last worker stopped (a job finishing in the grace
+        // period keeps its lease), then no more.
+        heartbeat.abort();
         result
     }
 }
