@@ -33,6 +33,8 @@ pub struct Settings {
     pub scan: ScanSettings,
     /// Where jobs, results and keys live: SQLite in the data dir, or PostgreSQL.
     pub store: StoreSettings,
+    /// Signed webhooks on each job's terminal status.
+    pub webhooks: WebhookSettings,
 }
 
 /// The daemon's HTTP side and its queue.
@@ -108,6 +110,7 @@ impl fmt::Debug for Settings {
             .field("attest", &self.attest)
             .field("scan", &self.scan)
             .field("store", &self.store)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -351,6 +354,81 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `[webhooks]`: a POST of the job JSON on each terminal status, signed per the Standard
+/// Webhooks scheme, delivered from an outbox in the store (PostgreSQL) with retries.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookSettings {
+    /// A callback for every job (besides a job's own `callback_url`).
+    pub url: Option<String>,
+    /// `whsec_<base64>`: also sign with HMAC-SHA256 (`v1`); without it only Ed25519 (`v1a`,
+    /// the daemon's signing key) signs.
+    pub secret: Option<String>,
+    /// Allow callbacks to loopback, private, link-local and other non-public addresses
+    /// (refused by default: a callback URL must not reach into the daemon's network).
+    pub allow_private: bool,
+    /// Deliveries tried per webhook before it is given up.
+    pub max_attempts: u32,
+    /// Deadline of one delivery, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            url: None,
+            secret: None,
+            allow_private: false,
+            max_attempts: 10,
+            timeout_secs: 10,
+        }
+    }
+}
+
+// The secret signs webhooks: never in Debug output or logs.
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("allow_private", &self.allow_private)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl WebhookSettings {
+    /// The HMAC key of `secret` (the bytes after `whsec_`, base64-decoded).
+    pub fn hmac_key(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let secret = self.secret.as_deref()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+            .ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    "webhooks.url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if self.secret.is_some() && self.hmac_key().is_none_or(|k| k.len() < 16) {
+            return Err(invalid(
+                "webhooks.secret",
+                "not `whsec_` followed by base64 of at least 16 bytes",
+            ));
+        }
+        check("webhooks.max_attempts", self.max_attempts.into(), 1, 100)?;
+        check("webhooks.timeout_secs", self.timeout_secs, 1, 300)?;
+        Ok(())
+    }
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -402,6 +480,7 @@ impl Settings {
         validate_package(&self.package)?;
         self.attest.validate()?;
         self.store.validate()?;
+        self.webhooks.validate()?;
         let s = &self.server;
         check(
             "server.queue_capacity",
@@ -691,17 +770,17 @@ mod store_settings_tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env(
                 "SKILL_VERIFIER_STORE",
-                "postgres://sv:secret@127.0.0.1:55432/sv",
+                "postgres://sv:pw-hunter2@127.0.0.1:55432/sv",
             );
             jail.set_env("SKILL_VERIFIER_STORE__HEARTBEAT_SECS", "5");
             let s = Settings::load(Some(&file)).unwrap();
             assert_eq!(
                 s.store.postgres_url(),
-                Some("postgres://sv:secret@127.0.0.1:55432/sv")
+                Some("postgres://sv:pw-hunter2@127.0.0.1:55432/sv")
             );
             assert_eq!((s.store.lease_secs, s.store.heartbeat_secs), (60, 5));
             let debug = format!("{s:?}");
-            assert!(!debug.contains("secret"), "{debug}");
+            assert!(!debug.contains("pw-hunter2"), "{debug}");
             assert!(debug.contains("sv:***@127.0.0.1:55432/sv"), "{debug}");
             Ok(())
         });
@@ -730,6 +809,34 @@ mod store_settings_tests {
             assert!(err.contains(key), "{toml}: {err}");
         }
         assert_eq!(Settings::default().store.postgres_url(), None);
+    }
+
+    #[test]
+    fn webhook_settings_are_validated_and_the_secret_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, key) in [
+            ("[webhooks]\nurl = \"ftp://x\"\n", "webhooks.url"),
+            (
+                "[webhooks]\nsecret = \"whsec_c2hvcnQ=\"\n",
+                "webhooks.secret",
+            ),
+            ("[webhooks]\nsecret = \"whsec_***\"\n", "webhooks.secret"),
+            ("[webhooks]\nmax_attempts = 0\n", "webhooks.max_attempts"),
+            ("[webhooks]\ntimeout_secs = 0\n", "webhooks.timeout_secs"),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let err = Settings::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        std::fs::write(
+            &file,
+            "[webhooks]\nurl = \"https://hooks.example/sv\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.webhooks.hmac_key().unwrap().len(), 24);
+        assert!(!format!("{s:?}").contains("MfKQ9r8G"));
     }
 
     #[test]
