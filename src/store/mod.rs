@@ -384,6 +384,9 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
+    /// The operation needs a store this one is not (e.g. webhooks need PostgreSQL).
+    #[error("{0} needs the PostgreSQL store (serve --store postgres://...)")]
+    Unsupported(&'static str),
     /// Connecting to PostgreSQL or building the pool.
     #[error("connecting to PostgreSQL at {url}: {reason}")]
     Connect {
@@ -433,6 +436,19 @@ pub struct KeyRecord {
     pub first_seen: OffsetDateTime,
     /// When it stopped signing; `None` while in use.
     pub retired_at: Option<OffsetDateTime>,
+}
+
+/// One webhook delivery taken from the outbox (leased to this daemon while it tries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// The delivery's id: the `webhook-id` header, the same on every retry.
+    pub id: String,
+    /// The job it reports.
+    pub job_id: JobId,
+    /// Where it goes.
+    pub url: String,
+    /// Tries made before this one.
+    pub attempts: u32,
 }
 
 /// What a claim took: the job, and whether it was rescued from a lost lease.
@@ -527,6 +543,28 @@ pub trait Store: Send + Sync {
     /// Marks a key retired now (it stays published); false if unknown or already retired.
     async fn retire_key(&self, _key_id: &str) -> Result<bool, StoreError> {
         Ok(false)
+    }
+    /// Registers a callback for a job's terminal status. A job that already ended gets its
+    /// delivery queued at once.
+    async fn add_webhook(&self, _job: JobId, _url: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("webhooks"))
+    }
+    /// Takes up to `limit` due deliveries, leased to this daemon for `lease`.
+    async fn claim_webhooks(
+        &self,
+        _limit: u32,
+        _lease: std::time::Duration,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records a delivery's outcome: delivered (`Ok`), or failed with a reason and when to
+    /// retry (`None`: given up).
+    async fn webhook_outcome(
+        &self,
+        _id: &str,
+        _outcome: Result<(), (String, Option<std::time::Duration>)>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

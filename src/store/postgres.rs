@@ -38,11 +38,18 @@ use crate::digest::Sha256Digest;
 use crate::ids::JobId;
 
 /// The versioned migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "jobs",
-    include_str!("../../migrations/postgres/0001_jobs.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "jobs",
+        include_str!("../../migrations/postgres/0001_jobs.sql"),
+    ),
+    (
+        2,
+        "webhooks",
+        include_str!("../../migrations/postgres/0002_webhooks.sql"),
+    ),
+];
 
 /// The advisory lock key that serializes migrations between daemons starting together.
 const MIGRATION_LOCK: i64 = 0x736b_696c_6c76;
@@ -68,6 +75,7 @@ pub struct PgStore {
     pool: Pool,
     owner: Arc<str>,
     lease_secs: f64,
+    default_webhook: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -148,12 +156,20 @@ impl PgStore {
             pool,
             owner: options.owner.into(),
             lease_secs: options.lease.as_secs_f64(),
+            default_webhook: None,
         };
         store
             .migrate()
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         Ok(store)
+    }
+
+    /// Every job this handle finishes also gets a webhook to `url` (the configured
+    /// `[webhooks] url`), queued in the transaction that ends the job.
+    pub fn with_default_webhook(mut self, url: Option<String>) -> Self {
+        self.default_webhook = url.map(Into::into);
+        self
     }
 
     /// The lease owner this handle writes (the daemon's instance id).
@@ -365,6 +381,18 @@ impl Store for PgStore {
             .await
             .map_err(pg("record attestation"))?;
         }
+        // The job's webhooks join the outbox in the same transaction: a finished job's
+        // callbacks cannot be lost between the status and the delivery.
+        tx.execute(
+            "INSERT INTO webhook_outbox (id, job_id, url) \
+             SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), $1, url FROM ( \
+                 SELECT url FROM webhook_targets WHERE job_id = $1 \
+                 UNION SELECT $2::text WHERE $2::text IS NOT NULL) t \
+             ON CONFLICT (job_id, url) DO NOTHING",
+            &[&id, &self.default_webhook.as_deref()],
+        )
+        .await
+        .map_err(pg("queue webhooks"))?;
         tx.commit().await.map_err(pg("finish job"))?;
         Ok(true)
     }
@@ -571,6 +599,114 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn add_webhook(&self, job: JobId, url: &str) -> Result<(), StoreError> {
+        let mut client = self.client("add webhook").await?;
+        let tx = client.transaction().await.map_err(pg("add webhook"))?;
+        let id = job.to_string();
+        // Locking the job row orders this against `finish`: either finish sees the target,
+        // or this sees the finished status and queues the delivery itself.
+        let row = tx
+            .query_opt("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", &[&id])
+            .await
+            .map_err(pg("add webhook"))?;
+        let Some(status) = row.and_then(|r| JobStatus::parse(r.get::<_, &str>(0))) else {
+            return Ok(());
+        };
+        tx.execute(
+            "INSERT INTO webhook_targets (job_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&id, &url],
+        )
+        .await
+        .map_err(pg("add webhook"))?;
+        if status.is_finished() {
+            tx.execute(
+                "INSERT INTO webhook_outbox (id, job_id, url) \
+                 VALUES ('msg_' || replace(gen_random_uuid()::text, '-', ''), $1, $2) \
+                 ON CONFLICT (job_id, url) DO NOTHING",
+                &[&id, &url],
+            )
+            .await
+            .map_err(pg("add webhook"))?;
+        }
+        tx.commit().await.map_err(pg("add webhook"))?;
+        Ok(())
+    }
+
+    async fn claim_webhooks(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<super::WebhookDelivery>, StoreError> {
+        let client = self.client("claim webhooks").await?;
+        let rows = client
+            .query(
+                "UPDATE webhook_outbox o SET lease_owner = $1, \
+                     lease_until = now() + make_interval(secs => $2) \
+                 FROM (SELECT id FROM webhook_outbox \
+                       WHERE delivered_at IS NULL AND failed_at IS NULL AND next_at <= now() \
+                         AND (lease_until IS NULL OR lease_until < now()) \
+                       ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED) due \
+                 WHERE o.id = due.id \
+                 RETURNING o.id, o.job_id, o.url, o.attempts",
+                &[&&*self.owner, &lease.as_secs_f64(), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg("claim webhooks"))?;
+        rows.iter()
+            .map(|r| {
+                let job: &str = r.get(1);
+                Ok(super::WebhookDelivery {
+                    id: r.get(0),
+                    job_id: JobId::parse(job).map_err(|e| StoreError::Corrupt {
+                        id: job.to_string(),
+                        what: e.to_string(),
+                    })?,
+                    url: r.get(2),
+                    attempts: r.get::<_, i32>(3) as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn webhook_outcome(
+        &self,
+        id: &str,
+        outcome: Result<(), (String, Option<Duration>)>,
+    ) -> Result<(), StoreError> {
+        let client = self.client("record webhook outcome").await?;
+        let done =
+            match outcome {
+                Ok(()) => client
+                    .execute(
+                        "UPDATE webhook_outbox SET delivered_at = now(), attempts = attempts + 1, \
+                         last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $1",
+                        &[&id],
+                    )
+                    .await,
+                Err((error, Some(retry_in))) => {
+                    client
+                        .execute(
+                            "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $2, \
+                         next_at = now() + make_interval(secs => $3), lease_owner = NULL, \
+                         lease_until = NULL WHERE id = $1",
+                            &[&id, &error, &retry_in.min(WEBHOOK_RETRY_CAP).as_secs_f64()],
+                        )
+                        .await
+                }
+                Err((error, None)) => {
+                    client
+                        .execute(
+                            "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $2, \
+                         failed_at = now(), lease_owner = NULL, lease_until = NULL WHERE id = $1",
+                            &[&id, &error],
+                        )
+                        .await
+                }
+            };
+        done.map_err(pg("record webhook outcome"))?;
+        Ok(())
+    }
+
     async fn retire_key(&self, key_id: &str) -> Result<bool, StoreError> {
         let client = self.client("retire key").await?;
         let n = client
@@ -584,6 +720,8 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 }
+
+const WEBHOOK_RETRY_CAP: Duration = Duration::from_secs(600);
 
 impl PgStore {
     /// Every signed attempt of a job: (attempt, envelope blob digest hex), by attempt.
