@@ -64,6 +64,10 @@ pub struct VerifyQuery {
     /// `true` forces a new run even when a cached result matches.
     #[serde(default)]
     pub fresh: bool,
+    /// A URL to POST the job JSON to on its terminal status, signed per Standard Webhooks
+    /// (PostgreSQL store only). Loopback, private and link-local addresses are refused.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// Submit a skill archive for verification.
@@ -85,11 +89,30 @@ pub async fn submit(
     ApiQuery(query): ApiQuery<VerifyQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    // The callback is checked before the upload is read: a refused one creates no job.
+    if let Some(url) = &query.callback_url {
+        if state.scheduler.store().kind() != crate::store::StoreKind::Postgres {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "webhooks_unavailable",
+                "callbacks need the PostgreSQL store (serve --store postgres://...)",
+            ));
+        }
+        super::webhooks::check_callback(url, state.webhooks.allow_private)
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "callback_refused", e.to_string())
+            })?;
+    }
     let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
     let (status, mut view) = match state.scheduler.submit(upload, query.fresh).await? {
         Submitted::Accepted(job) => (StatusCode::ACCEPTED, JobView::from_record(&job)),
         Submitted::Cached(job) => (StatusCode::OK, JobView::from_record(&job)),
     };
+    if let Some(url) = &query.callback_url {
+        let id = crate::ids::JobId::parse(&view.id).expect("a stored job id");
+        state.scheduler.store().add_webhook(id, url).await?;
+    }
     view.cached = status == StatusCode::OK;
     let location = HeaderValue::from_str(&view.links.self_).expect("ascii path");
     let mut resp = (status, Json(view)).into_response();

@@ -14,6 +14,7 @@ pub mod error;
 pub mod handlers;
 pub mod upload;
 pub mod views;
+pub mod webhooks;
 
 use std::future::Future;
 use std::path::Path;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub archive_limit: u64,
     /// The `/keys` answer.
     pub keys: Arc<views::Keys>,
+    /// Webhook settings (the callback guard reads `allow_private`).
+    pub webhooks: Arc<crate::config::WebhookSettings>,
     /// SHA-256 of each configured token (compared digest to digest, so the comparison's
     /// timing says nothing about the token).
     token_digests: Arc<Vec<[u8; 32]>>,
@@ -78,6 +81,7 @@ impl AppState {
             server: Arc::new(server),
             archive_limit,
             keys: Arc::new(keys),
+            webhooks: Arc::new(crate::config::WebhookSettings::default()),
             token_digests: Arc::new(token_digests),
         }
     }
@@ -299,11 +303,19 @@ impl Daemon {
                     },
                 )
                 .await
-                .context("opening the PostgreSQL store")?;
+                .context("opening the PostgreSQL store")?
+                .with_default_webhook(settings.webhooks.url.clone());
                 tracing::info!(url = %crate::config::redact_url(url), instance, "job store: PostgreSQL");
                 Arc::new(store)
             }
-            None => Arc::new(SqliteStore::open(&data_dir.join("skill-verifier.db"))?),
+            None => {
+                if settings.webhooks.url.is_some() {
+                    anyhow::bail!(
+                        "[webhooks] url needs the PostgreSQL store (its outbox): set store = \"postgres://...\""
+                    );
+                }
+                Arc::new(SqliteStore::open(&data_dir.join("skill-verifier.db"))?)
+            }
         };
         // The key registry: every daemon on a shared store publishes this key too.
         store
@@ -354,12 +366,13 @@ impl Daemon {
             Arc::new(Metrics::new()),
         );
         scheduler.recover().await?;
-        let state = AppState::new(
+        let mut state = AppState::new(
             scheduler.clone(),
             settings.server.clone(),
             settings.package.archive_bytes,
             keys,
         );
+        state.webhooks = Arc::new(settings.webhooks.clone());
         let workers = settings.workers();
         Ok(Self {
             state,
@@ -395,6 +408,11 @@ impl Daemon {
         let heartbeat = self
             .scheduler
             .spawn_heartbeat(Duration::from_secs(self.settings.store.heartbeat_secs));
+        // The outbox lives in PostgreSQL; every daemon on it delivers.
+        let webhook_worker = (self.scheduler.store().kind() == crate::store::StoreKind::Postgres)
+            .then(|| {
+                webhooks::spawn_worker(self.scheduler.clone(), self.settings.webhooks.clone())
+            });
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, workers = self.workers, data_dir = %self.settings.data_dir().display(), "serving");
         let result = axum::serve(listener, router(self.state.clone()))
@@ -411,6 +429,9 @@ impl Daemon {
         // Leases are renewed until the last worker stopped (a job finishing in the grace
         // period keeps its lease), then no more.
         heartbeat.abort();
+        if let Some(worker) = webhook_worker {
+            worker.abort();
+        }
         result
     }
 }

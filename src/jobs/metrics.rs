@@ -61,6 +61,10 @@ pub struct Metrics {
     pub leases_held: Gauge,
     /// Results refused by the fence: the attempt had lost its lease (or was cancelled).
     pub fenced: Counter,
+    /// Webhook deliveries the receiver accepted.
+    pub webhooks_delivered: Counter,
+    /// Webhook deliveries that failed (each retry counts).
+    pub webhooks_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -147,6 +151,18 @@ impl Metrics {
             "Results not written because the attempt no longer held the job",
             fenced.clone(),
         );
+        let webhooks_delivered = Counter::default();
+        let webhooks_failed = Counter::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries the receiver accepted",
+            webhooks_delivered.clone(),
+        );
+        registry.register(
+            "webhook_delivery_failures",
+            "Webhook deliveries that failed (each try)",
+            webhooks_failed.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             jobs,
@@ -162,6 +178,8 @@ impl Metrics {
             lease_renewal_failures,
             leases_held,
             fenced,
+            webhooks_delivered,
+            webhooks_failed,
         }
     }
 
