@@ -72,7 +72,10 @@ async fn drain(store: &dyn Store, n: usize) -> (Vec<f64>, Vec<f64>) {
         };
         claim.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        assert!(store.finish(c.job.id, c.job.attempt, failed()).await.unwrap());
+        assert!(store
+            .finish(c.job.id, c.job.attempt, failed())
+            .await
+            .unwrap());
         finish.push(t.elapsed().as_secs_f64() * 1e3);
     }
     assert_eq!(claim.len(), n);
