@@ -232,6 +232,10 @@ pub struct StoreSettings {
     /// How often a daemon renews the leases of the jobs it runs, in seconds; must be well
     /// under `lease_secs` (at most a third), so one late heartbeat does not lose a lease.
     pub heartbeat_secs: u64,
+    /// Finished jobs (with their attestation rows, webhooks and cache entries) and blobs no
+    /// remaining job names are removed once older than this many days, hourly; 0 keeps
+    /// everything (the default).
+    pub retention_days: u64,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +249,8 @@ enum StoreSettingsRepr {
         lease_secs: u64,
         #[serde(default = "default_heartbeat_secs")]
         heartbeat_secs: u64,
+        #[serde(default)]
+        retention_days: u64,
     },
 }
 
@@ -267,10 +273,12 @@ impl From<StoreSettingsRepr> for StoreSettings {
                 url,
                 lease_secs,
                 heartbeat_secs,
+                retention_days,
             } => StoreSettings {
                 url,
                 lease_secs,
                 heartbeat_secs,
+                retention_days,
             },
         }
     }
@@ -282,6 +290,7 @@ impl Default for StoreSettings {
             url: None,
             lease_secs: default_lease_secs(),
             heartbeat_secs: default_heartbeat_secs(),
+            retention_days: 0,
         }
     }
 }
@@ -308,6 +317,7 @@ impl StoreSettings {
         }
         check("store.lease_secs", self.lease_secs, 3, 3_600)?;
         check("store.heartbeat_secs", self.heartbeat_secs, 1, 1_200)?;
+        check("store.retention_days", self.retention_days, 0, 36_500)?;
         if self.heartbeat_secs.saturating_mul(3) > self.lease_secs {
             return Err(invalid(
                 "store.heartbeat_secs",
@@ -328,6 +338,7 @@ impl fmt::Debug for StoreSettings {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("lease_secs", &self.lease_secs)
             .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("retention_days", &self.retention_days)
             .finish()
     }
 }

@@ -228,6 +228,22 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Retention: removes finished jobs older than `max_age` (rows, attestation rows,
+    /// webhooks, cache entries), then the blobs (in the store and in this daemon's blob
+    /// directory) older than `max_age` that no remaining row names.
+    pub async fn collect_garbage(
+        &self,
+        max_age: Duration,
+    ) -> Result<crate::store::Collected, StoreError> {
+        let cutoff = time::OffsetDateTime::now_utc() - max_age;
+        let mut collected = self.inner.store.collect(cutoff).await?;
+        let keep = self.inner.store.referenced_blobs().await?;
+        let blobs = self.inner.blobs.clone();
+        let older_than = std::time::SystemTime::now() - max_age;
+        collected.local_blobs = blocking(move || Ok(blobs.sweep(&keep, older_than) as u64)).await?;
+        Ok(collected)
+    }
+
     /// Renews this daemon's leases every `every` until the returned task is aborted (after
     /// the workers stopped). Runs on every store; one without leases renews none.
     pub fn spawn_heartbeat(&self, every: Duration) -> tokio::task::JoinHandle<()> {

@@ -451,6 +451,25 @@ pub struct WebhookDelivery {
     pub attempts: u32,
 }
 
+/// Every blob digest a row names: the job's tar, facts, final envelope and logs, and every
+/// attempt's envelope (same SQL on both stores; NULLs left out, so `NOT IN` over it works).
+pub(crate) const REFERENCED_BLOBS: &str =
+    "SELECT archive FROM jobs UNION SELECT facts FROM jobs WHERE facts IS NOT NULL \
+     UNION SELECT attestation FROM jobs WHERE attestation IS NOT NULL \
+     UNION SELECT logs FROM jobs WHERE logs IS NOT NULL \
+     UNION SELECT envelope FROM attestations";
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Finished job rows (with their attestation rows).
+    pub jobs: u64,
+    /// Blobs kept in the store (PostgreSQL) that no remaining row names.
+    pub store_blobs: u64,
+    /// Files of the local blob directory that no remaining row names.
+    pub local_blobs: u64,
+}
+
 /// What a claim took: the job, and whether it was rescued from a lost lease.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -491,6 +510,14 @@ pub trait Store: Send + Sync {
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
     /// The newest passed/failed job with this cache key.
     async fn find_cached(&self, cache_key: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Retention: removes finished jobs that finished before `cutoff` (with their attestation
+    /// rows and webhooks; the result cache is these rows, so its old entries go too) and
+    /// blobs kept in the store, older than `cutoff`, that no remaining row names.
+    async fn collect(&self, cutoff: OffsetDateTime) -> Result<Collected, StoreError>;
+    /// Every blob a remaining job or attestation row names (what a blob sweep must keep).
+    async fn referenced_blobs(&self)
+        -> Result<std::collections::HashSet<Sha256Digest>, StoreError>;
 
     /// Which kind of store this is.
     fn kind(&self) -> StoreKind {

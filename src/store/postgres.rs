@@ -31,8 +31,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::sqlite::{decode, RawRow};
 use super::{
-    Claimed, Deleted, Finish, JobPage, JobRecord, JobStatus, KeyRecord, NewJob, Store, StoreError,
-    StoreKind,
+    Claimed, Collected, Deleted, Finish, JobPage, JobRecord, JobStatus, KeyRecord, NewJob, Store,
+    StoreError, StoreKind,
 };
 use crate::digest::Sha256Digest;
 use crate::ids::JobId;
@@ -533,7 +533,10 @@ impl Store for PgStore {
         let client = self.client("store blob").await?;
         client
             .execute(
-                "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+                // A blob stored again is touched, so retention never collects one that a row
+                // is about to name.
+                "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) \
+                 ON CONFLICT (sha256) DO UPDATE SET created_at = now()",
                 &[&digest.to_hex(), &bytes],
             )
             .await
@@ -597,6 +600,67 @@ impl Store for PgStore {
                 retired_at: r.get::<_, Option<i64>>(4).map(time_of),
             })
             .collect())
+    }
+
+    async fn collect(&self, cutoff: OffsetDateTime) -> Result<Collected, StoreError> {
+        let mut client = self.client("collect old jobs").await?;
+        let tx = client.transaction().await.map_err(pg("collect old jobs"))?;
+        let cutoff_text = super::rfc3339(cutoff);
+        let cutoff_epoch = cutoff.unix_timestamp() as f64;
+        let old = "SELECT id FROM jobs WHERE status IN ('passed', 'failed', 'error', 'cancelled') \
+                   AND finished_at < $1";
+        for table in ["attestations", "webhook_targets", "webhook_outbox"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE job_id IN ({old})"),
+                &[&cutoff_text],
+            )
+            .await
+            .map_err(pg("collect old jobs"))?;
+        }
+        let jobs = tx
+            .execute(
+                "DELETE FROM jobs WHERE status IN ('passed', 'failed', 'error', 'cancelled') \
+                 AND finished_at < $1",
+                &[&cutoff_text],
+            )
+            .await
+            .map_err(pg("collect old jobs"))?;
+        let store_blobs = tx
+            .execute(
+                &format!(
+                    "DELETE FROM blobs WHERE created_at < to_timestamp($1) \
+                     AND sha256 NOT IN ({})",
+                    super::REFERENCED_BLOBS
+                ),
+                &[&cutoff_epoch],
+            )
+            .await
+            .map_err(pg("collect old blobs"))?;
+        tx.commit().await.map_err(pg("collect old jobs"))?;
+        Ok(Collected {
+            jobs,
+            store_blobs,
+            local_blobs: 0,
+        })
+    }
+
+    async fn referenced_blobs(
+        &self,
+    ) -> Result<std::collections::HashSet<Sha256Digest>, StoreError> {
+        let client = self.client("list referenced blobs").await?;
+        let rows = client
+            .query(super::REFERENCED_BLOBS, &[])
+            .await
+            .map_err(pg("list referenced blobs"))?;
+        rows.iter()
+            .map(|r| {
+                let hex: &str = r.get(0);
+                Sha256Digest::parse(hex).map_err(|e| StoreError::Corrupt {
+                    id: hex.to_string(),
+                    what: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     async fn add_webhook(&self, job: JobId, url: &str) -> Result<(), StoreError> {
