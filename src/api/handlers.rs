@@ -76,7 +76,7 @@ pub struct VerifyQuery {
     responses(
         (status = 202, description = "Queued", body = JobView),
         (status = 200, description = "Answered from the result cache: the earlier job", body = JobView),
-        (status = 400, description = "No archive in the body, or a malformed query or multipart body", body = ErrorBody),
+        (status = 400, description = "No archive in the body, a malformed query or multipart body, or a refused `callback_url` (`callback_refused`, `webhooks_unavailable`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 408, description = "The upload stalled past the request timeout", body = ErrorBody),
         (status = 413, description = "Archive over the size limit", body = ErrorBody),

@@ -408,6 +408,27 @@ impl Daemon {
         let heartbeat = self
             .scheduler
             .spawn_heartbeat(Duration::from_secs(self.settings.store.heartbeat_secs));
+        let retention = (self.settings.store.retention_days > 0).then(|| {
+            let scheduler = self.scheduler.clone();
+            let max_age = Duration::from_secs(self.settings.store.retention_days * 86_400);
+            tokio::spawn(async move {
+                // At start, then hourly; on a shared store every daemon runs it (the deletes
+                // are idempotent) and sweeps its own blob directory.
+                let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+                loop {
+                    tick.tick().await;
+                    match scheduler.collect_garbage(max_age).await {
+                        Ok(c) => tracing::info!(
+                            jobs = c.jobs,
+                            store_blobs = c.store_blobs,
+                            local_blobs = c.local_blobs,
+                            "retention: collected"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "retention failed"),
+                    }
+                }
+            })
+        });
         // The outbox lives in PostgreSQL; every daemon on it delivers.
         let webhook_worker = (self.scheduler.store().kind() == crate::store::StoreKind::Postgres)
             .then(|| {
@@ -431,6 +452,9 @@ impl Daemon {
         heartbeat.abort();
         if let Some(worker) = webhook_worker {
             worker.abort();
+        }
+        if let Some(task) = retention {
+            task.abort();
         }
         result
     }
