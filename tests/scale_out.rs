@@ -2,7 +2,8 @@
 //! and the real Docker engine: a SIGKILLed daemon's jobs are rescued by the others after its
 //! leases expire, every job ends passed with one attestation per attempt that verifies
 //! against any surviving daemon's `GET /keys`; a paused daemon (SIGSTOP) that wakes after
-//! losing its lease cannot write its result.
+//! losing its lease cannot write its result; a live daemon's heartbeat keeps a job that runs
+//! longer than the lease.
 
 mod common;
 
@@ -381,6 +382,64 @@ async fn a_paused_daemon_that_lost_its_lease_cannot_write_its_result() {
     // The job's attestation is B's, and A publishes B's key too.
     let keys = get_json(&client, &format!("{}/keys", a.url)).await;
     assert_eq!(verify_against(&client, &a.url, &id, &keys).await, 2);
+    let instances = [a.instance(), b.instance()];
+    a.stop();
+    b.stop();
+    for instance in instances {
+        assert_eq!(labelled_containers(&instance), 0, "no container remains");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_daemons_heartbeat_keeps_a_job_longer_than_its_lease() {
+    if common::docker().await.is_none() {
+        return;
+    }
+    let Some(db) = common::pg::fresh_database().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    // 3 s leases, a job of 8 s: only the heartbeat keeps it from being rescued by B.
+    let a = Node::spawn(&db, 3, 1);
+    let b = Node::spawn(&db, 3, 1);
+    wait_healthy(&client, &a.url).await;
+    wait_healthy(&client, &b.url).await;
+    // Whichever daemon claims the job runs it to the end; the other must not take it over.
+    let resp = client
+        .post(format!("{}/verify", a.url))
+        .body(common::shell_skill("long-job", "sleep 8; echo done"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let j = get_json(&client, &format!("{}/verify/{id}", b.url)).await;
+        if status_of(&j).is_finished() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job never finished: {j}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status_of(&done), JobStatus::Passed, "{done}");
+    assert_eq!(done["attempt"], 1, "never taken over: {done}");
+    let mut renewals = 0.0;
+    for n in [&a, &b] {
+        assert_eq!(
+            metric(&client, &n.url, "skill_verifier_rescues_total").await,
+            0.0
+        );
+        renewals += metric(&client, &n.url, "skill_verifier_lease_renewals_total").await;
+    }
+    assert!(
+        renewals >= 5.0,
+        "the lease was renewed while the job ran: {renewals}"
+    );
+    assert_eq!(attestation_rows(&db).await.get(&id), Some(&vec![1]));
     let instances = [a.instance(), b.instance()];
     a.stop();
     b.stop();
