@@ -82,6 +82,7 @@ async fn a_webhook_is_retried_until_accepted_and_both_signatures_verify() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = got.clone();
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 3, "no delivery after the receiver accepted");
     let webhook_id = header(&got[0].0, "webhook-id").to_string();
@@ -133,6 +134,30 @@ async fn a_webhook_is_retried_until_accepted_and_both_signatures_verify() {
     assert!(
         metrics.contains("skill_verifier_webhook_deliveries_total 1"),
         "{metrics}"
+    );
+    // The same skill again: answered from the cache (already terminal), so its callback is
+    // queued at once, as a new delivery of the same job.
+    let resp = server
+        .client
+        .post(format!("{}/verify?callback_url={hook}", server.url))
+        .body(common::shell_skill("hooked", "true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a cache hit");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.lock().unwrap().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the cached job's callback was not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (headers, body) = received.lock().unwrap()[3].clone();
+    assert_ne!(header(&headers, "webhook-id"), webhook_id, "a new delivery");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["id"],
+        id.as_str()
     );
     assert!(
         metrics.contains("skill_verifier_webhook_delivery_failures_total 2"),

@@ -19,8 +19,8 @@ CREATE TABLE webhook_outbox (
     delivered_at  TIMESTAMPTZ,
     failed_at     TIMESTAMPTZ,
     lease_owner   TEXT,
-    lease_until   TIMESTAMPTZ,
-    UNIQUE (job_id, url)
+    lease_until   TIMESTAMPTZ
 );
+CREATE INDEX webhook_outbox_job ON webhook_outbox (job_id);
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_at)
     WHERE delivered_at IS NULL AND failed_at IS NULL;

@@ -105,14 +105,15 @@ pub async fn submit(
             })?;
     }
     let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
-    let (status, mut view) = match state.scheduler.submit(upload, query.fresh).await? {
+    let webhooks: Vec<String> = query.callback_url.into_iter().collect();
+    let submitted = state
+        .scheduler
+        .submit_with_webhooks(upload, query.fresh, &webhooks)
+        .await?;
+    let (status, mut view) = match submitted {
         Submitted::Accepted(job) => (StatusCode::ACCEPTED, JobView::from_record(&job)),
         Submitted::Cached(job) => (StatusCode::OK, JobView::from_record(&job)),
     };
-    if let Some(url) = &query.callback_url {
-        let id = crate::ids::JobId::parse(&view.id).expect("a stored job id");
-        state.scheduler.store().add_webhook(id, url).await?;
-    }
     view.cached = status == StatusCode::OK;
     let location = HeaderValue::from_str(&view.links.self_).expect("ascii path");
     let mut resp = (status, Json(view)).into_response();

@@ -329,7 +329,19 @@ impl Scheduler {
     /// Accepts an upload: validates it (refusing an invalid package with its specific
     /// error), answers from the result cache when it can, else queues a job.
     pub async fn submit(&self, upload: Upload, fresh: bool) -> Result<Submitted, SubmitError> {
-        let result = self.submit_inner(&upload, fresh).await;
+        self.submit_with_webhooks(upload, fresh, &[]).await
+    }
+
+    /// [`Scheduler::submit`] with webhook callbacks for the job's terminal status, stored with
+    /// the job in one transaction (a crash cannot keep the job and lose its callbacks); a
+    /// cached answer is already terminal, so its callbacks are queued at once.
+    pub async fn submit_with_webhooks(
+        &self,
+        upload: Upload,
+        fresh: bool,
+        webhooks: &[String],
+    ) -> Result<Submitted, SubmitError> {
+        let result = self.submit_inner(&upload, fresh, webhooks).await;
         // Whatever happened, the temp file is adopted or removed here.
         let _ = tokio::fs::remove_file(&upload.path).await;
         if let Err(e) = &result {
@@ -347,7 +359,12 @@ impl Scheduler {
         result
     }
 
-    async fn submit_inner(&self, upload: &Upload, fresh: bool) -> Result<Submitted, SubmitError> {
+    async fn submit_inner(
+        &self,
+        upload: &Upload,
+        fresh: bool,
+        webhooks: &[String],
+    ) -> Result<Submitted, SubmitError> {
         let inner = &self.inner;
         let queued = inner.store.count_queued().await?;
         if queued >= inner.queue_capacity {
@@ -375,6 +392,9 @@ impl Scheduler {
             if let Some(hit) = inner.store.find_cached(key).await? {
                 let _ = tokio::fs::remove_file(&tar_tmp).await;
                 inner.metrics.cache_hits.inc();
+                for url in webhooks {
+                    inner.store.add_webhook(hit.id, url).await?;
+                }
                 return Ok(Submitted::Cached(hit));
             }
         }
@@ -396,21 +416,24 @@ impl Scheduler {
         let archive = upload.sha256;
         let job = inner
             .store
-            .insert_job(NewJob {
-                id: JobId::new(),
-                package: PackageSummary {
-                    name: package.manifest.name.clone(),
-                    tree_sha256: package.tree_sha256,
-                    archive_sha256: archive,
-                    files: package.files,
-                    bytes: package.bytes,
-                    runtime: package.test.runtime,
-                    test_source: package.test.source,
+            .insert_job_with_webhooks(
+                NewJob {
+                    id: JobId::new(),
+                    package: PackageSummary {
+                        name: package.manifest.name.clone(),
+                        tree_sha256: package.tree_sha256,
+                        archive_sha256: archive,
+                        files: package.files,
+                        bytes: package.bytes,
+                        runtime: package.test.runtime,
+                        test_source: package.test.source,
+                    },
+                    tree_tar: tar_sha256,
+                    facts,
+                    cache_key,
                 },
-                tree_tar: tar_sha256,
-                facts,
-                cache_key,
-            })
+                webhooks,
+            )
             .await?;
         inner.metrics.accepted.inc();
         inner.notify.notify_one();

@@ -571,6 +571,19 @@ pub trait Store: Send + Sync {
     async fn retire_key(&self, _key_id: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
+    /// Inserts a queued job with webhook callbacks for its terminal status. The default
+    /// inserts, then registers each callback (not atomic); a store with webhooks does both in
+    /// one transaction.
+    async fn insert_job_with_webhooks(
+        &self,
+        job: NewJob,
+        webhooks: &[String],
+    ) -> Result<JobRecord, StoreError> {
+        if !webhooks.is_empty() {
+            return Err(StoreError::Unsupported("webhooks"));
+        }
+        self.insert_job(job).await
+    }
     /// Registers a callback for a job's terminal status. A job that already ended gets its
     /// delivery queued at once.
     async fn add_webhook(&self, _job: JobId, _url: &str) -> Result<(), StoreError> {

@@ -387,8 +387,7 @@ impl Store for PgStore {
             "INSERT INTO webhook_outbox (id, job_id, url) \
              SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), $1, url FROM ( \
                  SELECT url FROM webhook_targets WHERE job_id = $1 \
-                 UNION SELECT $2::text WHERE $2::text IS NOT NULL) t \
-             ON CONFLICT (job_id, url) DO NOTHING",
+                 UNION SELECT $2::text WHERE $2::text IS NOT NULL) t",
             &[&id, &self.default_webhook.as_deref()],
         )
         .await
@@ -663,6 +662,44 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn insert_job_with_webhooks(
+        &self,
+        job: NewJob,
+        webhooks: &[String],
+    ) -> Result<JobRecord, StoreError> {
+        let mut client = self.client("insert job").await?;
+        let tx = client.transaction().await.map_err(pg("insert job"))?;
+        let sql = format!(
+            "INSERT INTO jobs (id, status, attempt, created_at, package_json, archive, cache_key, facts) \
+             VALUES ($1, 'queued', 0, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+        );
+        let id = job.id.to_string();
+        let row = tx
+            .query_one(
+                &sql,
+                &[
+                    &id,
+                    &now(),
+                    &to_json(&job.package),
+                    &job.tree_tar.to_hex(),
+                    &job.cache_key,
+                    &job.facts.to_hex(),
+                ],
+            )
+            .await
+            .map_err(pg("insert job"))?;
+        for url in webhooks {
+            tx.execute(
+                "INSERT INTO webhook_targets (job_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&id, url],
+            )
+            .await
+            .map_err(pg("insert job: webhooks"))?;
+        }
+        tx.commit().await.map_err(pg("insert job"))?;
+        decode(raw(&row))
+    }
+
     async fn add_webhook(&self, job: JobId, url: &str) -> Result<(), StoreError> {
         let mut client = self.client("add webhook").await?;
         let tx = client.transaction().await.map_err(pg("add webhook"))?;
@@ -685,8 +722,7 @@ impl Store for PgStore {
         if status.is_finished() {
             tx.execute(
                 "INSERT INTO webhook_outbox (id, job_id, url) \
-                 VALUES ('msg_' || replace(gen_random_uuid()::text, '-', ''), $1, $2) \
-                 ON CONFLICT (job_id, url) DO NOTHING",
+                 VALUES ('msg_' || replace(gen_random_uuid()::text, '-', ''), $1, $2)",
                 &[&id, &url],
             )
             .await
