@@ -31,6 +31,10 @@ pub struct Settings {
     pub attest: AttestSettings,
     /// The scan stage: operator rule files, the verdict policy, size bounds.
     pub scan: ScanSettings,
+    /// Where jobs, results and keys live: SQLite in the data dir, or PostgreSQL.
+    pub store: StoreSettings,
+    /// Signed webhooks on each job's terminal status.
+    pub webhooks: WebhookSettings,
 }
 
 /// The daemon's HTTP side and its queue.
@@ -105,6 +109,8 @@ impl fmt::Debug for Settings {
             .field("sandbox", &self.sandbox)
             .field("attest", &self.attest)
             .field("scan", &self.scan)
+            .field("store", &self.store)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -212,6 +218,228 @@ impl ScanSettings {
     }
 }
 
+/// `store`: the job store. Written either as a URL (`store = "postgres://…"`, env
+/// `SKILL_VERIFIER_STORE`, flag `serve --store`) or as a `[store]` table with `url` and the
+/// lease timings. No URL (or `sqlite`) means SQLite in the data dir.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "StoreSettingsRepr")]
+pub struct StoreSettings {
+    /// `postgres://user:password@host:port/db`; `None` (or `sqlite`) is the embedded SQLite.
+    pub url: Option<String>,
+    /// How long a claim holds a job without a heartbeat, in seconds. A daemon that dies loses
+    /// its jobs to another daemon this long after its last heartbeat.
+    pub lease_secs: u64,
+    /// How often a daemon renews the leases of the jobs it runs, in seconds; must be well
+    /// under `lease_secs` (at most a third), so one late heartbeat does not lose a lease.
+    pub heartbeat_secs: u64,
+    /// Finished jobs (with their attestation rows, webhooks and cache entries) and blobs no
+    /// remaining job names are removed once older than this many days, hourly; 0 keeps
+    /// everything (the default).
+    pub retention_days: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoreSettingsRepr {
+    Url(String),
+    Table {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default = "default_lease_secs")]
+        lease_secs: u64,
+        #[serde(default = "default_heartbeat_secs")]
+        heartbeat_secs: u64,
+        #[serde(default)]
+        retention_days: u64,
+    },
+}
+
+fn default_lease_secs() -> u64 {
+    30
+}
+
+fn default_heartbeat_secs() -> u64 {
+    10
+}
+
+impl From<StoreSettingsRepr> for StoreSettings {
+    fn from(r: StoreSettingsRepr) -> Self {
+        match r {
+            StoreSettingsRepr::Url(url) => StoreSettings {
+                url: Some(url),
+                ..StoreSettings::default()
+            },
+            StoreSettingsRepr::Table {
+                url,
+                lease_secs,
+                heartbeat_secs,
+                retention_days,
+            } => StoreSettings {
+                url,
+                lease_secs,
+                heartbeat_secs,
+                retention_days,
+            },
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: None,
+            lease_secs: default_lease_secs(),
+            heartbeat_secs: default_heartbeat_secs(),
+            retention_days: 0,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The PostgreSQL URL when the store is PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url
+            .as_deref()
+            .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.url.as_deref() {
+            if url != "sqlite" && self.postgres_url().is_none() {
+                return Err(invalid(
+                    "store",
+                    format!(
+                        "{:?} is neither `sqlite` nor a postgres:// URL",
+                        redact_url(url)
+                    ),
+                ));
+            }
+        }
+        check("store.lease_secs", self.lease_secs, 3, 3_600)?;
+        check("store.heartbeat_secs", self.heartbeat_secs, 1, 1_200)?;
+        check("store.retention_days", self.retention_days, 0, 36_500)?;
+        if self.heartbeat_secs.saturating_mul(3) > self.lease_secs {
+            return Err(invalid(
+                "store.heartbeat_secs",
+                format!(
+                    "{} is more than a third of store.lease_secs ({}): one late heartbeat would lose the lease",
+                    self.heartbeat_secs, self.lease_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// The URL may carry a password: never in Debug output or logs.
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("lease_secs", &self.lease_secs)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `[webhooks]`: a POST of the job JSON on each terminal status, signed per the Standard
+/// Webhooks scheme, delivered from an outbox in the store (PostgreSQL) with retries.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookSettings {
+    /// A callback for every job (besides a job's own `callback_url`).
+    pub url: Option<String>,
+    /// `whsec_<base64>`: also sign with HMAC-SHA256 (`v1`); without it only Ed25519 (`v1a`,
+    /// the daemon's signing key) signs.
+    pub secret: Option<String>,
+    /// Allow callbacks to loopback, private, link-local and other non-public addresses
+    /// (refused by default: a callback URL must not reach into the daemon's network).
+    pub allow_private: bool,
+    /// Deliveries tried per webhook before it is given up.
+    pub max_attempts: u32,
+    /// Deadline of one delivery, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            url: None,
+            secret: None,
+            allow_private: false,
+            max_attempts: 10,
+            timeout_secs: 10,
+        }
+    }
+}
+
+// The secret signs webhooks: never in Debug output or logs.
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("allow_private", &self.allow_private)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl WebhookSettings {
+    /// The HMAC key of `secret` (the bytes after `whsec_`, base64-decoded).
+    pub fn hmac_key(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let secret = self.secret.as_deref()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+            .ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    "webhooks.url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if self.secret.is_some() && self.hmac_key().is_none_or(|k| k.len() < 16) {
+            return Err(invalid(
+                "webhooks.secret",
+                "not `whsec_` followed by base64 of at least 16 bytes",
+            ));
+        }
+        check("webhooks.max_attempts", self.max_attempts.into(), 1, 100)?;
+        check("webhooks.timeout_secs", self.timeout_secs, 1, 300)?;
+        Ok(())
+    }
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -239,7 +467,16 @@ impl Settings {
         fig = fig.merge(
             Env::prefixed("SKILL_VERIFIER_")
                 .split("__")
-                .ignore(&["server", "token", "config"]),
+                .ignore(&["server", "token", "config"])
+                // `SKILL_VERIFIER_STORE` is the store's URL; `SKILL_VERIFIER_STORE__LEASE_SECS`
+                // and friends reach into the `[store]` table beside it.
+                .map(|key| {
+                    if key == "store" {
+                        "store.url".into()
+                    } else {
+                        key.into()
+                    }
+                }),
         );
         let settings: Settings = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
         settings.validate()?;
@@ -253,6 +490,8 @@ impl Settings {
         validate_sandbox(&self.sandbox)?;
         validate_package(&self.package)?;
         self.attest.validate()?;
+        self.store.validate()?;
+        self.webhooks.validate()?;
         let s = &self.server;
         check(
             "server.queue_capacity",
@@ -572,6 +811,96 @@ mod tests {
             assert_eq!(s.sandbox.timeout_secs, 9);
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod store_settings_tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn the_store_url_comes_from_env_beside_the_store_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[store]\nlease_secs = 60\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SKILL_VERIFIER_STORE",
+                "postgres://sv:pw-hunter2@127.0.0.1:55432/sv",
+            );
+            jail.set_env("SKILL_VERIFIER_STORE__HEARTBEAT_SECS", "5");
+            let s = Settings::load(Some(&file)).unwrap();
+            assert_eq!(
+                s.store.postgres_url(),
+                Some("postgres://sv:pw-hunter2@127.0.0.1:55432/sv")
+            );
+            assert_eq!((s.store.lease_secs, s.store.heartbeat_secs), (60, 5));
+            let debug = format!("{s:?}");
+            assert!(!debug.contains("pw-hunter2"), "{debug}");
+            assert!(debug.contains("sv:***@127.0.0.1:55432/sv"), "{debug}");
+            Ok(())
+        });
+        // The short form: a bare URL.
+        std::fs::write(&file, "store = \"postgresql://h/db\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.store.postgres_url(), Some("postgresql://h/db"));
+        assert_eq!(s.store.lease_secs, 30);
+    }
+
+    #[test]
+    fn bad_store_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, key) in [
+            ("store = \"mysql://x\"\n", "`store`"),
+            ("[store]\nlease_secs = 0\n", "store.lease_secs"),
+            (
+                "[store]\nlease_secs = 30\nheartbeat_secs = 20\n",
+                "store.heartbeat_secs",
+            ),
+            ("[store]\nheartbeat_secs = 0\n", "store.heartbeat_secs"),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let err = Settings::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        assert_eq!(Settings::default().store.postgres_url(), None);
+    }
+
+    #[test]
+    fn webhook_settings_are_validated_and_the_secret_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, key) in [
+            ("[webhooks]\nurl = \"ftp://x\"\n", "webhooks.url"),
+            (
+                "[webhooks]\nsecret = \"whsec_c2hvcnQ=\"\n",
+                "webhooks.secret",
+            ),
+            ("[webhooks]\nsecret = \"whsec_***\"\n", "webhooks.secret"),
+            ("[webhooks]\nmax_attempts = 0\n", "webhooks.max_attempts"),
+            ("[webhooks]\ntimeout_secs = 0\n", "webhooks.timeout_secs"),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let err = Settings::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        std::fs::write(
+            &file,
+            "[webhooks]\nurl = \"https://hooks.example/sv\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.webhooks.hmac_key().unwrap().len(), 24);
+        assert!(!format!("{s:?}").contains("MfKQ9r8G"));
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_logs() {
+        assert_eq!(redact_url("postgres://u:p@h:1/d"), "postgres://u:***@h:1/d");
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
     }
 }
 

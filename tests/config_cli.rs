@@ -44,3 +44,44 @@ fn serve_and_verify_refuse_a_bad_sandbox_before_doing_anything() {
         }
     }
 }
+
+#[test]
+fn serve_refuses_a_bad_store_naming_the_key() {
+    let cases = [
+        ("SKILL_VERIFIER_STORE", "mysql://db/sv", "`store`"),
+        ("SKILL_VERIFIER_STORE__LEASE_SECS", "0", "store.lease_secs"),
+        (
+            "SKILL_VERIFIER_STORE__HEARTBEAT_SECS",
+            "29",
+            "store.heartbeat_secs",
+        ),
+        ("SKILL_VERIFIER_WEBHOOKS__URL", "ftp://x", "webhooks.url"),
+    ];
+    for (var, value, key) in cases {
+        let (code, stderr) = run(&["serve", "--listen", "127.0.0.1:0"], (var, value));
+        assert_eq!(code, Some(3), "{var}={value}: {stderr}");
+        assert!(stderr.contains(key), "{var}={value}: {stderr}");
+    }
+    // The flag is checked the same way, and an unreachable database stops start-up with its
+    // address and no password.
+    let (code, stderr) = run(
+        &["serve", "--listen", "127.0.0.1:0", "--store", "sqlite3://x"],
+        ("RUST_LOG", "off"),
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("`store`"), "{stderr}");
+    let (code, stderr) = run(
+        &[
+            "serve",
+            "--no-prepare",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "postgres://sv:hunter2@127.0.0.1:1/sv",
+        ],
+        ("RUST_LOG", "off"),
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiQuery, ErrorBody};
-use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys};
+use super::views::{self, DockerHealth, Health, JobList, JobView, KeyView, Keys, StoreHealth};
 use super::AppState;
 use crate::ids::JobId;
 use crate::jobs::{Cancelled, Submitted};
@@ -64,6 +64,10 @@ pub struct VerifyQuery {
     /// `true` forces a new run even when a cached result matches.
     #[serde(default)]
     pub fresh: bool,
+    /// A URL to POST the job JSON to on its terminal status, signed per Standard Webhooks
+    /// (PostgreSQL store only). Loopback, private and link-local addresses are refused.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// Submit a skill archive for verification.
@@ -72,7 +76,7 @@ pub struct VerifyQuery {
     responses(
         (status = 202, description = "Queued", body = JobView),
         (status = 200, description = "Answered from the result cache: the earlier job", body = JobView),
-        (status = 400, description = "No archive in the body, or a malformed query or multipart body", body = ErrorBody),
+        (status = 400, description = "No archive in the body, a malformed query or multipart body, or a refused `callback_url` (`callback_refused`, `webhooks_unavailable`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 408, description = "The upload stalled past the request timeout", body = ErrorBody),
         (status = 413, description = "Archive over the size limit", body = ErrorBody),
@@ -85,8 +89,28 @@ pub async fn submit(
     ApiQuery(query): ApiQuery<VerifyQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    // The callback is checked before the upload is read: a refused one creates no job.
+    if let Some(url) = &query.callback_url {
+        if state.scheduler.store().kind() != crate::store::StoreKind::Postgres {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "webhooks_unavailable",
+                "callbacks need the PostgreSQL store (serve --store postgres://...)",
+            ));
+        }
+        super::webhooks::check_callback(url, state.webhooks.allow_private)
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "callback_refused", e.to_string())
+            })?;
+    }
     let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
-    let (status, mut view) = match state.scheduler.submit(upload, query.fresh).await? {
+    let webhooks: Vec<String> = query.callback_url.into_iter().collect();
+    let submitted = state
+        .scheduler
+        .submit_with_webhooks(upload, query.fresh, &webhooks)
+        .await?;
+    let (status, mut view) = match submitted {
         Submitted::Accepted(job) => (StatusCode::ACCEPTED, JobView::from_record(&job)),
         Submitted::Cached(job) => (StatusCode::OK, JobView::from_record(&job)),
     };
@@ -339,7 +363,39 @@ pub async fn list_jobs(
 /// The verifier's public keys.
 #[utoipa::path(get, path = "/keys", responses((status = 200, body = Keys)))]
 pub async fn keys(State(state): State<AppState>) -> Json<Keys> {
-    Json(state.keys.as_ref().clone())
+    let own = state.keys.as_ref().clone();
+    // A shared store has a key registry: every daemon's key, retired ones included.
+    let registered = match state.scheduler.store().list_keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the key registry failed; publishing this daemon's key only");
+            Vec::new()
+        }
+    };
+    if registered.is_empty() {
+        return Json(own);
+    }
+    let mut keys: Vec<KeyView> = registered
+        .into_iter()
+        .map(|k| KeyView {
+            keyid: k.key_id,
+            algorithm: "ed25519".into(),
+            public_key_pem: k.public_key_pem,
+            instance: Some(k.instance),
+            first_seen: Some(crate::store::rfc3339(k.first_seen)),
+            retired_at: k.retired_at.map(crate::store::rfc3339),
+        })
+        .collect();
+    // This daemon's own key is always published, even if its registration is not visible.
+    for mine in own.keys {
+        if !keys.iter().any(|k| k.keyid == mine.keyid) {
+            keys.push(mine);
+        }
+    }
+    Json(Keys {
+        keys,
+        quote_provider: own.quote_provider,
+    })
 }
 
 /// Liveness, with Docker reachability.
@@ -360,12 +416,31 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             error: Some("no answer within 3s".into()),
         },
     };
-    let queue_depth = state.scheduler.store().count_queued().await.unwrap_or(0);
+    let store = state.scheduler.store().clone();
+    let store_health = match tokio::time::timeout(Duration::from_secs(3), store.ping()).await {
+        Ok(Ok(())) => StoreHealth {
+            kind: store.kind(),
+            reachable: true,
+            error: None,
+        },
+        Ok(Err(e)) => StoreHealth {
+            kind: store.kind(),
+            reachable: false,
+            error: Some(e.to_string()),
+        },
+        Err(_) => StoreHealth {
+            kind: store.kind(),
+            reachable: false,
+            error: Some("no answer within 3s".into()),
+        },
+    };
+    let queue_depth = store.count_queued().await.unwrap_or(0);
     Json(Health {
         status: "ok".into(),
         version: crate::VERSION.into(),
         docker,
         queue_depth,
+        store: store_health,
     })
 }
 
@@ -420,6 +495,9 @@ pub fn keys_view(keyid: String, pem: String, quote_provider: &str) -> Keys {
             keyid,
             algorithm: "ed25519".into(),
             public_key_pem: pem,
+            instance: None,
+            first_seen: None,
+            retired_at: None,
         }],
         quote_provider: quote_provider.to_string(),
     }

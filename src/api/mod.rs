@@ -14,6 +14,7 @@ pub mod error;
 pub mod handlers;
 pub mod upload;
 pub mod views;
+pub mod webhooks;
 
 use std::future::Future;
 use std::path::Path;
@@ -40,7 +41,7 @@ use crate::attest::keys::Signer;
 use crate::config::{ServerSettings, Settings};
 use crate::jobs::{Metrics, Scheduler, SchedulerConfig, Verifier};
 use crate::sandbox::Runner;
-use crate::store::{Blobs, SqliteStore};
+use crate::store::{Blobs, KeyRecord, PgStore, PgStoreOptions, SqliteStore, Store};
 
 use error::ApiError;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub archive_limit: u64,
     /// The `/keys` answer.
     pub keys: Arc<views::Keys>,
+    /// Webhook settings (the callback guard reads `allow_private`).
+    pub webhooks: Arc<crate::config::WebhookSettings>,
     /// SHA-256 of each configured token (compared digest to digest, so the comparison's
     /// timing says nothing about the token).
     token_digests: Arc<Vec<[u8; 32]>>,
@@ -78,6 +81,7 @@ impl AppState {
             server: Arc::new(server),
             archive_limit,
             keys: Arc::new(keys),
+            webhooks: Arc::new(crate::config::WebhookSettings::default()),
             token_digests: Arc::new(token_digests),
         }
     }
@@ -287,7 +291,43 @@ impl Daemon {
             Signer::load_or_create(&data_dir.join("keys")).context("loading the signing key")?;
         let quotes = crate::attest::quote::from_settings(&settings.attest)
             .context("setting up the quote provider")?;
-        let store = SqliteStore::open(&data_dir.join("skill-verifier.db"))?;
+        let instance = instance_id(&data_dir)?;
+        let store: Arc<dyn Store> = match settings.store.postgres_url() {
+            Some(url) => {
+                let store = PgStore::connect(
+                    url,
+                    PgStoreOptions {
+                        owner: instance.clone(),
+                        lease: Duration::from_secs(settings.store.lease_secs),
+                        pool_size: settings.workers() + 4,
+                    },
+                )
+                .await
+                .context("opening the PostgreSQL store")?
+                .with_default_webhook(settings.webhooks.url.clone());
+                tracing::info!(url = %crate::config::redact_url(url), instance, "job store: PostgreSQL");
+                Arc::new(store)
+            }
+            None => {
+                if settings.webhooks.url.is_some() {
+                    anyhow::bail!(
+                        "[webhooks] url needs the PostgreSQL store (its outbox): set store = \"postgres://...\""
+                    );
+                }
+                Arc::new(SqliteStore::open(&data_dir.join("skill-verifier.db"))?)
+            }
+        };
+        // The key registry: every daemon on a shared store publishes this key too.
+        store
+            .register_key(KeyRecord {
+                key_id: signer.key_id(),
+                public_key_pem: signer.public_key_pem(),
+                instance: instance.clone(),
+                first_seen: time::OffsetDateTime::now_utc(),
+                retired_at: None,
+            })
+            .await
+            .context("registering the signing key in the store")?;
         let blobs = Blobs::open(data_dir.join("blobs"))?;
         // Versions before 0.2 unpacked packages under `work/`; nothing is written there now.
         let legacy_work = data_dir.join("work");
@@ -295,7 +335,6 @@ impl Daemon {
             std::fs::remove_dir_all(&legacy_work)
                 .with_context(|| format!("removing {}", legacy_work.display()))?;
         }
-        let instance = instance_id(&data_dir)?;
         let keys = handlers::keys_view(signer.key_id(), signer.public_key_pem(), quotes.kind());
         // The rule pack is compiled and the policy loaded once, here: a bad rule file or
         // policy stops start-up with its file, line and reason.
@@ -316,7 +355,7 @@ impl Daemon {
             }),
         };
         let scheduler = Scheduler::new(
-            Arc::new(store),
+            store,
             blobs,
             verifier,
             SchedulerConfig {
@@ -327,12 +366,13 @@ impl Daemon {
             Arc::new(Metrics::new()),
         );
         scheduler.recover().await?;
-        let state = AppState::new(
+        let mut state = AppState::new(
             scheduler.clone(),
             settings.server.clone(),
             settings.package.archive_bytes,
             keys,
         );
+        state.webhooks = Arc::new(settings.webhooks.clone());
         let workers = settings.workers();
         Ok(Self {
             state,
@@ -347,6 +387,16 @@ impl Daemon {
         self.workers = workers;
     }
 
+    /// Retires a key in the store's key registry (it stays published with `retired_at`);
+    /// refuses this daemon's own signing key. False when no such active key exists (or the
+    /// store keeps no registry: SQLite publishes only the daemon's own key).
+    pub async fn retire_key(&self, key_id: &str) -> anyhow::Result<bool> {
+        if self.state.keys.keys.iter().any(|k| k.keyid == key_id) {
+            anyhow::bail!("{key_id} is this daemon's own signing key; rotate it first (keygen)");
+        }
+        Ok(self.scheduler.store().retire_key(key_id).await?)
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets running
     /// jobs finish within the grace period and re-queues the rest.
     pub async fn serve(
@@ -355,6 +405,35 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let workers = self.scheduler.spawn_workers(self.workers);
+        let heartbeat = self
+            .scheduler
+            .spawn_heartbeat(Duration::from_secs(self.settings.store.heartbeat_secs));
+        let retention = (self.settings.store.retention_days > 0).then(|| {
+            let scheduler = self.scheduler.clone();
+            let max_age = Duration::from_secs(self.settings.store.retention_days * 86_400);
+            tokio::spawn(async move {
+                // At start, then hourly; on a shared store every daemon runs it (the deletes
+                // are idempotent) and sweeps its own blob directory.
+                let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+                loop {
+                    tick.tick().await;
+                    match scheduler.collect_garbage(max_age).await {
+                        Ok(c) => tracing::info!(
+                            jobs = c.jobs,
+                            store_blobs = c.store_blobs,
+                            local_blobs = c.local_blobs,
+                            "retention: collected"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "retention failed"),
+                    }
+                }
+            })
+        });
+        // The outbox lives in PostgreSQL; every daemon on it delivers.
+        let webhook_worker = (self.scheduler.store().kind() == crate::store::StoreKind::Postgres)
+            .then(|| {
+                webhooks::spawn_worker(self.scheduler.clone(), self.settings.webhooks.clone())
+            });
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, workers = self.workers, data_dir = %self.settings.data_dir().display(), "serving");
         let result = axum::serve(listener, router(self.state.clone()))
@@ -368,6 +447,15 @@ impl Daemon {
                 Duration::from_secs(self.settings.server.shutdown_grace_secs),
             )
             .await;
+        // Leases are renewed until the last worker stopped (a job finishing in the grace
+        // period keeps its lease), then no more.
+        heartbeat.abort();
+        if let Some(worker) = webhook_worker {
+            worker.abort();
+        }
+        if let Some(task) = retention {
+            task.abort();
+        }
         result
     }
 }

@@ -159,6 +159,16 @@ pub struct KeyView {
     pub algorithm: String,
     /// SubjectPublicKeyInfo PEM.
     pub public_key_pem: String,
+    /// The daemon instance that signs with it (a shared store publishes every daemon's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// When the key was first registered in the store (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// When the key stopped signing (RFC 3339); absent while it is in use. An attestation
+    /// signed by a retired key is still valid if it was signed before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
 }
 
 /// `GET /keys`.
@@ -181,6 +191,20 @@ pub struct Health {
     pub docker: DockerHealth,
     /// Jobs waiting.
     pub queue_depth: u64,
+    /// The job store and whether it answers.
+    pub store: StoreHealth,
+}
+
+/// Store reachability.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoreHealth {
+    /// `sqlite` or `postgres`.
+    pub kind: crate::store::StoreKind,
+    /// The store answered a trivial query.
+    pub reachable: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Docker reachability.

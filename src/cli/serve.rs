@@ -22,6 +22,16 @@ pub struct ServeArgs {
     /// Do not make sure the runner images exist at start-up.
     #[arg(long)]
     pub no_prepare: bool,
+    /// The job store: `postgres://user@host:port/db` to share one database between several
+    /// daemons, or `sqlite` (the default: SQLite in the data dir). Also config `store`, env
+    /// `SKILL_VERIFIER_STORE`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Marks a key in the store's key registry as retired (repeatable): it stays published
+    /// by `GET /keys` with `retired_at`, for attestations it signed before. This daemon's
+    /// own key cannot be retired while it signs with it.
+    #[arg(long = "retire-key", value_name = "KEY_ID")]
+    pub retire_keys: Vec<String>,
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
@@ -31,6 +41,13 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
     }
     if let Some(workers) = args.workers {
         settings.server.workers = workers;
+    }
+    if let Some(store) = args.store {
+        settings.store.url = Some(store);
+        if let Err(e) = settings.validate() {
+            eprintln!("error: {e}");
+            return Ok(crate::cli::EXIT_ERROR);
+        }
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -57,6 +74,16 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
             prepare_images(&runner, &settings).await;
         }
         let daemon = Daemon::open(settings.clone(), Arc::new(runner)).await?;
+        for key_id in &args.retire_keys {
+            match daemon.retire_key(key_id).await {
+                Ok(true) => tracing::info!(key_id, "key retired"),
+                Ok(false) => tracing::warn!(key_id, "no such active key in the store's registry"),
+                Err(e) => {
+                    eprintln!("error: retiring key {key_id}: {e:#}");
+                    return Ok(crate::cli::EXIT_ERROR);
+                }
+            }
+        }
         let listener = tokio::net::TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;

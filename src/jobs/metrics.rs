@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client, the Prometheus project's own Rust client):
-//! jobs by status, queue depth, stage durations, cache hits, accepted and refused uploads.
+//! jobs by status, queue depth, stage durations, cache hits, accepted and refused uploads,
+//! claims, rescues, lease renewals and fenced results.
 
 use std::sync::Mutex;
 
@@ -48,6 +49,22 @@ pub struct Metrics {
     pub refused: Family<CodeLabel, Counter>,
     /// Jobs finished, by status.
     pub finished: Family<StatusLabel, Counter>,
+    /// Jobs this daemon claimed (each claim is a lease on PostgreSQL).
+    pub claims: Counter,
+    /// Claims that took over a job whose lease had expired (its daemon died or stalled).
+    pub rescues: Counter,
+    /// Heartbeats that renewed this daemon's leases, and the leases renewed in all.
+    pub lease_renewals: Counter,
+    /// Heartbeats that failed (the database did not answer); the leases may lapse.
+    pub lease_renewal_failures: Counter,
+    /// Leases this daemon holds now (its running jobs).
+    pub leases_held: Gauge,
+    /// Results refused by the fence: the attempt had lost its lease (or was cancelled).
+    pub fenced: Counter,
+    /// Webhook deliveries the receiver accepted.
+    pub webhooks_delivered: Counter,
+    /// Webhook deliveries that failed (each retry counts).
+    pub webhooks_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -102,6 +119,50 @@ impl Metrics {
             "Jobs finished, by status",
             finished.clone(),
         );
+        let claims = Counter::default();
+        let rescues = Counter::default();
+        let lease_renewals = Counter::default();
+        let lease_renewal_failures = Counter::default();
+        let leases_held = Gauge::default();
+        let fenced = Counter::default();
+        registry.register("claims", "Jobs claimed by this daemon", claims.clone());
+        registry.register(
+            "rescues",
+            "Claims of jobs whose lease had expired",
+            rescues.clone(),
+        );
+        registry.register(
+            "lease_renewals",
+            "Leases renewed by the heartbeat",
+            lease_renewals.clone(),
+        );
+        registry.register(
+            "lease_renewal_failures",
+            "Heartbeats that could not renew the leases",
+            lease_renewal_failures.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Jobs this daemon holds a lease on",
+            leases_held.clone(),
+        );
+        registry.register(
+            "results_fenced",
+            "Results not written because the attempt no longer held the job",
+            fenced.clone(),
+        );
+        let webhooks_delivered = Counter::default();
+        let webhooks_failed = Counter::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries the receiver accepted",
+            webhooks_delivered.clone(),
+        );
+        registry.register(
+            "webhook_delivery_failures",
+            "Webhook deliveries that failed (each try)",
+            webhooks_failed.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             jobs,
@@ -111,6 +172,14 @@ impl Metrics {
             accepted,
             refused,
             finished,
+            claims,
+            rescues,
+            lease_renewals,
+            lease_renewal_failures,
+            leases_held,
+            fenced,
+            webhooks_delivered,
+            webhooks_failed,
         }
     }
 

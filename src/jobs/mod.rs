@@ -188,10 +188,86 @@ impl Scheduler {
         &self.inner.verifier
     }
 
-    /// Reads a blob on the blocking pool.
+    /// Reads a blob on the blocking pool (fetching it from a shared store first when
+    /// another daemon wrote it).
     pub async fn read_blob(&self, digest: Sha256Digest) -> Result<Vec<u8>, StoreError> {
+        self.local_blob(digest).await?;
         let blobs = self.inner.blobs.clone();
         blocking(move || blobs.read(&digest)).await
+    }
+
+    /// Copies blobs from the local directory into the store when other daemons read them
+    /// there (PostgreSQL); nothing to do on SQLite, where the directory is the only copy.
+    /// Called before the row that names them is written, so a row never names a blob another
+    /// daemon cannot read. A blob is read whole into memory for the copy: package tars are
+    /// bounded by the unpacked-size limit.
+    async fn share_blobs(&self, digests: &[Sha256Digest]) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        if !store.shares_blobs() {
+            return Ok(());
+        }
+        for digest in digests.iter().copied() {
+            let blobs = self.inner.blobs.clone();
+            let bytes = blocking(move || blobs.read(&digest)).await?;
+            store.put_blob(digest, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure a blob is in the local blob directory: on a shared store, a blob another
+    /// daemon wrote is fetched once and kept locally (the directory is a cache there).
+    async fn local_blob(&self, digest: Sha256Digest) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        if !store.shares_blobs() || self.inner.blobs.path(&digest).exists() {
+            return Ok(());
+        }
+        if let Some(bytes) = store.get_blob(digest).await? {
+            let blobs = self.inner.blobs.clone();
+            blocking(move || blobs.put(&bytes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Retention: removes finished jobs older than `max_age` (rows, attestation rows,
+    /// webhooks, cache entries), then the blobs (in the store and in this daemon's blob
+    /// directory) older than `max_age` that no remaining row names.
+    pub async fn collect_garbage(
+        &self,
+        max_age: Duration,
+    ) -> Result<crate::store::Collected, StoreError> {
+        let cutoff = time::OffsetDateTime::now_utc() - max_age;
+        let mut collected = self.inner.store.collect(cutoff).await?;
+        let keep = self.inner.store.referenced_blobs().await?;
+        let blobs = self.inner.blobs.clone();
+        let older_than = std::time::SystemTime::now() - max_age;
+        collected.local_blobs = blocking(move || Ok(blobs.sweep(&keep, older_than) as u64)).await?;
+        Ok(collected)
+    }
+
+    /// Renews this daemon's leases every `every` until the returned task is aborted (after
+    /// the workers stopped). Runs on every store; one without leases renews none.
+    pub fn spawn_heartbeat(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match tokio::time::timeout(every, inner.store.renew_leases()).await {
+                    Ok(Ok(n)) => {
+                        inner.metrics.lease_renewals.inc_by(n);
+                    }
+                    Ok(Err(e)) => {
+                        inner.metrics.lease_renewal_failures.inc();
+                        tracing::error!(error = %e, "renewing leases failed");
+                    }
+                    Err(_) => {
+                        inner.metrics.lease_renewal_failures.inc();
+                        tracing::error!("renewing leases timed out");
+                    }
+                }
+            }
+        })
     }
 
     /// Fills in the live phase of a job this daemon is running (the store keeps only the
@@ -231,7 +307,7 @@ impl Scheduler {
         }
         let requeued = inner
             .store
-            .requeue_all_running()
+            .recover_interrupted()
             .await
             .context("re-queueing interrupted jobs")?;
         if requeued > 0 || reaped > 0 {
@@ -253,7 +329,19 @@ impl Scheduler {
     /// Accepts an upload: validates it (refusing an invalid package with its specific
     /// error), answers from the result cache when it can, else queues a job.
     pub async fn submit(&self, upload: Upload, fresh: bool) -> Result<Submitted, SubmitError> {
-        let result = self.submit_inner(&upload, fresh).await;
+        self.submit_with_webhooks(upload, fresh, &[]).await
+    }
+
+    /// [`Scheduler::submit`] with webhook callbacks for the job's terminal status, stored with
+    /// the job in one transaction (a crash cannot keep the job and lose its callbacks); a
+    /// cached answer is already terminal, so its callbacks are queued at once.
+    pub async fn submit_with_webhooks(
+        &self,
+        upload: Upload,
+        fresh: bool,
+        webhooks: &[String],
+    ) -> Result<Submitted, SubmitError> {
+        let result = self.submit_inner(&upload, fresh, webhooks).await;
         // Whatever happened, the temp file is adopted or removed here.
         let _ = tokio::fs::remove_file(&upload.path).await;
         if let Err(e) = &result {
@@ -271,7 +359,12 @@ impl Scheduler {
         result
     }
 
-    async fn submit_inner(&self, upload: &Upload, fresh: bool) -> Result<Submitted, SubmitError> {
+    async fn submit_inner(
+        &self,
+        upload: &Upload,
+        fresh: bool,
+        webhooks: &[String],
+    ) -> Result<Submitted, SubmitError> {
         let inner = &self.inner;
         let queued = inner.store.count_queued().await?;
         if queued >= inner.queue_capacity {
@@ -299,6 +392,9 @@ impl Scheduler {
             if let Some(hit) = inner.store.find_cached(key).await? {
                 let _ = tokio::fs::remove_file(&tar_tmp).await;
                 inner.metrics.cache_hits.inc();
+                for url in webhooks {
+                    inner.store.add_webhook(hit.id, url).await?;
+                }
                 return Ok(Submitted::Cached(hit));
             }
         }
@@ -316,24 +412,28 @@ impl Scheduler {
             blobs.put(&facts_json)
         })
         .await?;
+        self.share_blobs(&[tar_sha256, facts]).await?;
         let archive = upload.sha256;
         let job = inner
             .store
-            .insert_job(NewJob {
-                id: JobId::new(),
-                package: PackageSummary {
-                    name: package.manifest.name.clone(),
-                    tree_sha256: package.tree_sha256,
-                    archive_sha256: archive,
-                    files: package.files,
-                    bytes: package.bytes,
-                    runtime: package.test.runtime,
-                    test_source: package.test.source,
+            .insert_job_with_webhooks(
+                NewJob {
+                    id: JobId::new(),
+                    package: PackageSummary {
+                        name: package.manifest.name.clone(),
+                        tree_sha256: package.tree_sha256,
+                        archive_sha256: archive,
+                        files: package.files,
+                        bytes: package.bytes,
+                        runtime: package.test.runtime,
+                        test_source: package.test.source,
+                    },
+                    tree_tar: tar_sha256,
+                    facts,
+                    cache_key,
                 },
-                tree_tar: tar_sha256,
-                facts,
-                cache_key,
-            })
+                webhooks,
+            )
             .await?;
         inner.metrics.accepted.inc();
         inner.notify.notify_one();
@@ -452,9 +552,19 @@ impl Scheduler {
             if inner.stopping.is_cancelled() {
                 break;
             }
-            let claimed = tokio::time::timeout(STORE_DEADLINE, inner.store.claim_next()).await;
+            let claimed = tokio::time::timeout(STORE_DEADLINE, inner.store.claim()).await;
             match claimed {
-                Ok(Ok(Some(job))) => self.process(job).await,
+                Ok(Ok(Some(claimed))) => {
+                    inner.metrics.claims.inc();
+                    if claimed.rescued {
+                        inner.metrics.rescues.inc();
+                        tracing::warn!(job_id = %claimed.job.id, attempt = claimed.job.attempt,
+                            "took over a job whose lease expired");
+                    }
+                    inner.metrics.leases_held.inc();
+                    self.process(claimed.job).await;
+                    inner.metrics.leases_held.dec();
+                }
                 Ok(Ok(None)) => {
                     tokio::select! {
                         _ = inner.notify.notified() => {}
@@ -532,7 +642,10 @@ impl Scheduler {
                     .inc();
                 tracing::info!(status = status.as_str(), "job finished");
             }
-            Ok(false) => tracing::warn!("job was no longer running; result discarded"),
+            Ok(false) => {
+                inner.metrics.fenced.inc();
+                tracing::warn!("job was no longer running under this attempt; result discarded")
+            }
             Err(e) => tracing::error!(error = %e, "recording the result failed"),
         }
     }
@@ -594,6 +707,7 @@ impl Scheduler {
             Ok::<_, StoreError>((blobs.put(&envelope_json)?, blobs.put(&logs_json)?))
         })
         .await?;
+        self.share_blobs(&[envelope, logs]).await?;
         inner
             .metrics
             .observe_stage("attest", clock.elapsed().as_secs_f64());
@@ -624,6 +738,11 @@ impl Scheduler {
     /// accepted before facts were recorded has the uploaded archive as its blob: that is
     /// read (once) into a tar blob here, through the same reader.
     async fn package_of(&self, job: &JobRecord) -> Result<Package, JobPackageError> {
+        for digest in job.facts.into_iter().chain([job.tree_tar]) {
+            self.local_blob(digest)
+                .await
+                .map_err(JobPackageError::Store)?;
+        }
         let blobs = self.inner.blobs.clone();
         if let Some(facts) = job.facts {
             let (blobs2, tar) = (blobs.clone(), job.tree_tar);

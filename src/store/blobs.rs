@@ -57,6 +57,7 @@ impl Blobs {
         let digest = Sha256Digest::of(bytes);
         let target = self.path(&digest);
         if target.exists() {
+            touch(&target);
             return Ok(digest);
         }
         let tmp = self.temp_path();
@@ -72,6 +73,7 @@ impl Blobs {
         let target = self.path(digest);
         if target.exists() {
             let _ = fs::remove_file(tmp);
+            touch(&target);
             return Ok(target);
         }
         self.place(tmp, &target)?;
@@ -98,10 +100,51 @@ impl Blobs {
         Ok(())
     }
 
+    /// Retention: removes blobs not in `keep` whose files were last written (or stored again)
+    /// before `older_than`; returns how many. The age check keeps a blob that an upload in
+    /// flight just stored, before the row naming it exists.
+    pub fn sweep(
+        &self,
+        keep: &std::collections::HashSet<Sha256Digest>,
+        older_than: std::time::SystemTime,
+    ) -> usize {
+        let Ok(fanout) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for dir in fanout.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.filter_map(|e| e.ok()) {
+                let name = file.file_name();
+                // Only names that are digests: nothing else in the directory is ours to remove.
+                let Ok(digest) = Sha256Digest::parse(&name.to_string_lossy()) else {
+                    continue;
+                };
+                let old = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < older_than);
+                if !keep.contains(&digest) && old && fs::remove_file(file.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Reads a blob whole.
     pub fn read(&self, digest: &Sha256Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.path(digest);
         fs::read(&path).map_err(blob_err(format!("reading {}", path.display())))
+    }
+}
+
+/// Marks a blob as just stored (its mtime is what retention's age check reads).
+fn touch(path: &Path) {
+    if let Ok(f) = File::options().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -129,5 +172,23 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn sweep_removes_only_old_unreferenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path().join("blobs")).unwrap();
+        let kept = blobs.put(b"named by a row").unwrap();
+        let old = blobs.put(b"named by nothing").unwrap();
+        std::fs::write(dir.path().join("blobs").join("README"), b"not a blob").unwrap();
+        let keep = std::collections::HashSet::from([kept]);
+        // Nothing is older than a minute ago: a blob just stored survives.
+        let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(blobs.sweep(&keep, minute_ago), 0);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(blobs.sweep(&keep, later), 1);
+        assert!(blobs.path(&kept).exists());
+        assert!(!blobs.path(&old).exists());
+        assert!(dir.path().join("blobs").join("README").exists());
     }
 }

@@ -11,10 +11,17 @@
 //! `running` with that attempt, so each attempt has at most one signed result. On start-up every
 //! `running` row is put back to `queued` (the crash-recovery path).
 //!
-//! The [`Store`] trait is the seam for a later PostgreSQL store (`FOR UPDATE SKIP LOCKED` in
-//! `claim_next`); SQLite is the embedded default.
+//! - [`postgres`]: [`PgStore`], the same trait on PostgreSQL for several daemons on one
+//!   database: claims are leases (owner, expiry) taken with `FOR UPDATE SKIP LOCKED` and
+//!   renewed by a heartbeat; a job whose lease expired is claimed again as attempt + 1, and a
+//!   result is written only while its attempt still holds the lease (fencing). Blobs are
+//!   mirrored into a `blobs` table so any daemon serves any job.
+//!
+//! SQLite is the embedded default: one daemon, so its claims need no lease, its blobs are the
+//! directory, and start-up puts every `running` row back to `queued`.
 
 pub mod blobs;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -27,6 +34,7 @@ use crate::ids::JobId;
 use crate::package::{Runtime, TestSource};
 
 pub use blobs::Blobs;
+pub use postgres::{PgStore, PgStoreOptions};
 pub use sqlite::SqliteStore;
 
 /// A job's status (DESIGN.md, "The API").
@@ -393,6 +401,99 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
+    /// The operation needs a store this one is not (e.g. webhooks need PostgreSQL).
+    #[error("{0} needs the PostgreSQL store (serve --store postgres://...)")]
+    Unsupported(&'static str),
+    /// Connecting to PostgreSQL or building the pool.
+    #[error("connecting to PostgreSQL at {url}: {reason}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A PostgreSQL query failed.
+    #[error("{operation}: {source}")]
+    Postgres {
+        /// Which operation.
+        operation: &'static str,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("{operation}: no database connection: {source}")]
+    Pool {
+        /// Which operation.
+        operation: &'static str,
+        /// The pool's error.
+        source: deadpool_postgres::PoolError,
+    },
+}
+
+/// Which kind of store a daemon runs on (`/health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in the data dir.
+    Sqlite,
+    /// PostgreSQL, shared by every daemon on it.
+    Postgres,
+}
+
+/// One signing key in the store's key registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key id (derived from the public key).
+    pub key_id: String,
+    /// The public key, PEM (SPKI).
+    pub public_key_pem: String,
+    /// The daemon instance that registered it.
+    pub instance: String,
+    /// When the key was first registered.
+    pub first_seen: OffsetDateTime,
+    /// When it stopped signing; `None` while in use.
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+/// One webhook delivery taken from the outbox (leased to this daemon while it tries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// The delivery's id: the `webhook-id` header, the same on every retry.
+    pub id: String,
+    /// The job it reports.
+    pub job_id: JobId,
+    /// Where it goes.
+    pub url: String,
+    /// Tries made before this one.
+    pub attempts: u32,
+}
+
+/// Every blob digest a row names: the job's tar, facts, final envelope and logs, and every
+/// attempt's envelope (same SQL on both stores; NULLs left out, so `NOT IN` over it works).
+pub(crate) const REFERENCED_BLOBS: &str =
+    "SELECT archive FROM jobs UNION SELECT facts FROM jobs WHERE facts IS NOT NULL \
+     UNION SELECT attestation FROM jobs WHERE attestation IS NOT NULL \
+     UNION SELECT logs FROM jobs WHERE logs IS NOT NULL \
+     UNION SELECT envelope FROM attestations";
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Finished job rows (with their attestation rows).
+    pub jobs: u64,
+    /// Blobs kept in the store (PostgreSQL) that no remaining row names.
+    pub store_blobs: u64,
+    /// Files of the local blob directory that no remaining row names.
+    pub local_blobs: u64,
+}
+
+/// What a claim took: the job, and whether it was rescued from a lost lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job, now running as a new attempt held by this daemon.
+    pub job: JobRecord,
+    /// The job was running under another lease that expired (its daemon died or stalled).
+    pub rescued: bool,
 }
 
 /// The job store: the durable queue and its results.
@@ -426,6 +527,102 @@ pub trait Store: Send + Sync {
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
     /// The newest passed/failed job with this cache key.
     async fn find_cached(&self, cache_key: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Retention: removes finished jobs that finished before `cutoff` (with their attestation
+    /// rows and webhooks; the result cache is these rows, so its old entries go too) and
+    /// blobs kept in the store, older than `cutoff`, that no remaining row names.
+    async fn collect(&self, cutoff: OffsetDateTime) -> Result<Collected, StoreError>;
+    /// Every blob a remaining job or attestation row names (what a blob sweep must keep).
+    async fn referenced_blobs(&self)
+        -> Result<std::collections::HashSet<Sha256Digest>, StoreError>;
+
+    /// Which kind of store this is.
+    fn kind(&self) -> StoreKind {
+        StoreKind::Sqlite
+    }
+    /// Answers when the database does (`/health`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.count_queued().await.map(|_| ())
+    }
+    /// Claims the next job, saying whether it was rescued from an expired lease. A store
+    /// without leases claims only queued jobs.
+    async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
+        Ok(self.claim_next().await?.map(|job| Claimed {
+            job,
+            rescued: false,
+        }))
+    }
+    /// Renews the leases this daemon holds on its running jobs (the heartbeat); returns how
+    /// many were renewed. A store without leases has nothing to renew.
+    async fn renew_leases(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Start-up recovery. A store of one daemon puts every running job back to queued; a
+    /// shared store leaves other daemons' jobs alone (their leases say whether they live)
+    /// and gives up only what this daemon held before it restarted.
+    async fn recover_interrupted(&self) -> Result<u64, StoreError> {
+        self.requeue_all_running().await
+    }
+    /// Whether blobs must be copied into the store for other daemons to read.
+    fn shares_blobs(&self) -> bool {
+        false
+    }
+    /// Keeps a blob where every daemon reads it (no-op when the blob directory is the only
+    /// copy).
+    async fn put_blob(&self, _digest: Sha256Digest, _bytes: Vec<u8>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// A blob another daemon kept with [`Store::put_blob`].
+    async fn get_blob(&self, _digest: Sha256Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    /// Registers (or re-announces) a daemon's public key.
+    async fn register_key(&self, _key: KeyRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Every registered key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Marks a key retired now (it stays published); false if unknown or already retired.
+    async fn retire_key(&self, _key_id: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// Inserts a queued job with webhook callbacks for its terminal status. The default
+    /// inserts, then registers each callback (not atomic); a store with webhooks does both in
+    /// one transaction.
+    async fn insert_job_with_webhooks(
+        &self,
+        job: NewJob,
+        webhooks: &[String],
+    ) -> Result<JobRecord, StoreError> {
+        if !webhooks.is_empty() {
+            return Err(StoreError::Unsupported("webhooks"));
+        }
+        self.insert_job(job).await
+    }
+    /// Registers a callback for a job's terminal status. A job that already ended gets its
+    /// delivery queued at once.
+    async fn add_webhook(&self, _job: JobId, _url: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("webhooks"))
+    }
+    /// Takes up to `limit` due deliveries, leased to this daemon for `lease`.
+    async fn claim_webhooks(
+        &self,
+        _limit: u32,
+        _lease: std::time::Duration,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records a delivery's outcome: delivered (`Ok`), or failed with a reason and when to
+    /// retry (`None`: given up).
+    async fn webhook_outcome(
+        &self,
+        _id: &str,
+        _outcome: Result<(), (String, Option<std::time::Duration>)>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// RFC 3339 text of a time (UTC, as stored and as shown).

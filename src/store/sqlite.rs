@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::{Deleted, Finish, JobPage, JobRecord, JobStatus, NewJob, Phase, Store, StoreError};
+use super::{
+    Collected, Deleted, Finish, JobPage, JobRecord, JobStatus, NewJob, Phase, Store, StoreError,
+};
 use crate::digest::Sha256Digest;
 use crate::ids::JobId;
 
@@ -195,8 +197,9 @@ fn parse_digest(id: &str, text: Option<String>) -> Result<Option<Sha256Digest>, 
     .transpose()
 }
 
-/// The raw columns of one row, read while the statement is borrowed.
-type RawRow = (
+/// The raw columns of one row, read while the statement is borrowed (PostgreSQL rows are
+/// read into the same shape and decoded by the same code).
+pub(super) type RawRow = (
     i64,
     String,
     String,
@@ -236,7 +239,7 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
-fn decode(r: RawRow) -> Result<JobRecord, StoreError> {
+pub(super) fn decode(r: RawRow) -> Result<JobRecord, StoreError> {
     let (
         seq,
         id_text,
@@ -511,6 +514,57 @@ impl Store for SqliteStore {
                     (*s, n)
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn collect(&self, cutoff: OffsetDateTime) -> Result<Collected, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(q("collect old jobs"))?;
+            // RFC 3339 UTC text compares in time order (to the second: a fraction sorts
+            // before `Z`, which is harmless at retention's granularity of days).
+            let cutoff = ts(cutoff);
+            tx.execute(
+                "DELETE FROM attestations WHERE job_id IN (SELECT id FROM jobs \
+                 WHERE status IN ('passed', 'failed', 'error', 'cancelled') AND finished_at < ?1)",
+                [&cutoff],
+            )
+            .map_err(q("collect old jobs"))?;
+            let jobs = tx
+                .execute(
+                    "DELETE FROM jobs WHERE status IN ('passed', 'failed', 'error', 'cancelled') \
+                     AND finished_at < ?1",
+                    [&cutoff],
+                )
+                .map_err(q("collect old jobs"))?;
+            tx.commit().map_err(q("collect old jobs"))?;
+            Ok(Collected {
+                jobs: jobs as u64,
+                ..Collected::default()
+            })
+        })
+        .await
+    }
+
+    async fn referenced_blobs(
+        &self,
+    ) -> Result<std::collections::HashSet<Sha256Digest>, StoreError> {
+        self.read(|conn| {
+            let mut st = conn
+                .prepare(super::REFERENCED_BLOBS)
+                .map_err(q("list referenced blobs"))?;
+            let rows = st
+                .query_map([], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(q("list referenced blobs"))?;
+            rows.iter()
+                .map(|hex| {
+                    Sha256Digest::parse(hex).map_err(|e| StoreError::Corrupt {
+                        id: hex.clone(),
+                        what: e.to_string(),
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub mod engine;
+pub mod pg;
 
 /// The real Docker runner (the shared rule: skips loudly outside CI, fails under `CI`).
 pub async fn docker() -> Option<Arc<dyn Runner>> {
