@@ -294,8 +294,13 @@ async fn three_daemons_finish_thirty_jobs_when_one_is_sigkilled_mid_run() {
         "every re-run is a rescue by a survivor"
     );
 
-    // The dead daemon's containers: taking them over from another daemon is not part of
-    // this store work; the victim restarted on its data dir reaps its own instance's.
+    // The dead daemon's containers (running and pooled, with their sinks) were removed by
+    // the survivors that took its jobs over, before anyone restarted it.
+    assert_eq!(
+        labelled_containers(&nodes[0].instance()),
+        0,
+        "the survivors removed the dead daemon's containers"
+    );
     let victim = Node {
         child: Node::start(&db, nodes[0].data.path(), victim_port, 6, 2),
         url: victim_url.clone(),

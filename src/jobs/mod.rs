@@ -560,6 +560,26 @@ impl Scheduler {
                         inner.metrics.rescues.inc();
                         tracing::warn!(job_id = %claimed.job.id, attempt = claimed.job.attempt,
                             "took over a job whose lease expired");
+                        // Its daemon is gone (or lost its leases: its results are fenced
+                        // anyway): the containers it left on the engine, running or pooled,
+                        // are removed by the daemon taking its jobs over.
+                        let verifier = &inner.verifier;
+                        if let Some(dead) = claimed
+                            .previous_owner
+                            .as_deref()
+                            .filter(|o| *o != verifier.instance)
+                        {
+                            match verifier.runner.reap(dead).await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::warn!(
+                                    instance = dead,
+                                    removed = n,
+                                    "removed the containers a lost daemon left"
+                                ),
+                                Err(e) => tracing::warn!(instance = dead, error = %e,
+                                    "could not remove a lost daemon's containers"),
+                            }
+                        }
                     }
                     inner.metrics.leases_held.inc();
                     self.process(claimed.job).await;

@@ -494,6 +494,8 @@ pub struct Claimed {
     pub job: JobRecord,
     /// The job was running under another lease that expired (its daemon died or stalled).
     pub rescued: bool,
+    /// For a rescue: the instance whose lease expired (its containers are orphans now).
+    pub previous_owner: Option<String>,
 }
 
 /// The job store: the durable queue and its results.
@@ -550,6 +552,7 @@ pub trait Store: Send + Sync {
         Ok(self.claim_next().await?.map(|job| Claimed {
             job,
             rescued: false,
+            previous_owner: None,
         }))
     }
     /// Renews the leases this daemon holds on its running jobs (the heartbeat); returns how

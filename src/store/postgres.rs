@@ -316,14 +316,14 @@ impl Store for PgStore {
         // `was` is the row's status before the update: `running` means a rescue.
         let sql = format!(
             "WITH next AS ( \
-                 SELECT seq, status AS was FROM jobs \
+                 SELECT seq, status AS was, lease_owner AS was_owner FROM jobs \
                  WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now()) \
                  ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
              UPDATE jobs j SET status = 'running', phase = 'unpacking', attempt = j.attempt + 1, \
                  started_at = $1, finished_at = NULL, lease_owner = $2, \
                  lease_expires_at = now() + make_interval(secs => $3) \
              FROM next WHERE j.seq = next.seq \
-             RETURNING {}, next.was",
+             RETURNING {}, next.was, next.was_owner",
             COLUMNS
                 .split(", ")
                 .map(|c| format!("j.{}", c.trim()))
@@ -337,9 +337,12 @@ impl Store for PgStore {
             .map_err(pg("claim job"))?;
         let Some(row) = row else { return Ok(None) };
         let was: String = row.get(16);
+        let was_owner: Option<String> = row.get(17);
+        let rescued = was == "running";
         Ok(Some(Claimed {
             job: decode(raw(&row))?,
-            rescued: was == "running",
+            rescued,
+            previous_owner: if rescued { was_owner } else { None },
         }))
     }
 
