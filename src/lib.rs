@@ -34,6 +34,7 @@ pub mod digest;
 pub mod fsutil;
 pub mod ids;
 pub mod jobs;
+pub mod netguard;
 pub mod package;
 pub mod scan;
 

@@ -18,7 +18,7 @@
 //! every delivery, and the request goes to the address that was checked (no second DNS
 //! answer) with redirects off, so DNS rebinding or a redirect cannot reach inside.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,42 +61,8 @@ pub enum CallbackError {
     },
 }
 
-/// Whether `ip` is a public unicast address (the only kind a callback may reach by default).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let seg0 = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg0 & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-                || seg0 == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                || seg0 == 0x0064 && v6.segments()[1] == 0xff9b) // NAT64 (reaches IPv4 inside)
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking 198.18/15
-        || a >= 240) // reserved
-}
+/// The address guard callbacks share with the network sink's allowlist.
+pub use crate::netguard::is_public;
 
 /// A callback that passed the guard: the URL and the address requests must go to.
 #[derive(Debug, Clone)]

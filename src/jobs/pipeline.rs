@@ -186,11 +186,22 @@ impl Verifier {
         package: &Package,
         attempt: Attempt,
     ) -> Result<ContainerSpec, PipelineError> {
+        self.spec_of(&package.test, package, attempt)
+    }
+
+    /// The container spec for `plan` (the package's test, or one dry-run invocation): this
+    /// daemon's labels, and in allowlist mode the package's declared names.
+    fn spec_of(
+        &self,
+        plan: &crate::package::TestPlan,
+        package: &Package,
+        attempt: Attempt,
+    ) -> Result<ContainerSpec, PipelineError> {
         let labels = BTreeMap::from([
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
             (LABEL_JOB.to_string(), attempt.job.to_string()),
         ]);
-        let mut spec = spec_for(&package.test, &self.policy, labels)?;
+        let mut spec = spec_for(plan, &self.policy, labels)?;
         if spec.network_mode() == crate::sandbox::NetworkMode::Allowlist {
             spec.allow =
                 crate::package::plan::declared_network(&package.manifest).unwrap_or_default();
@@ -235,15 +246,7 @@ impl Verifier {
                     timeout_secs: Some(self.policy.dry_run_timeout_secs),
                     source: TestSource::Smoke,
                 };
-                let labels = BTreeMap::from([
-                    (LABEL_INSTANCE.to_string(), self.instance.clone()),
-                    (LABEL_JOB.to_string(), attempt.job.to_string()),
-                ]);
-                let mut spec = spec_for(&plan, &self.policy, labels)?;
-                if spec.network_mode() == crate::sandbox::NetworkMode::Allowlist {
-                    spec.allow = crate::package::plan::declared_network(&package.manifest)
-                        .unwrap_or_default();
-                }
+                let spec = self.spec_of(&plan, package, attempt)?;
                 let outcome = self.runner.run(&spec, &package.tar, cancel.clone()).await?;
                 if outcome.cancelled {
                     return Err(PipelineError::Cancelled);
@@ -484,14 +487,7 @@ pub fn observed(ran: &Ran) -> Option<crate::attest::statement::Observed> {
     for r in reports {
         dropped = dropped.saturating_add(r.dropped);
         for o in &r.observed {
-            let count = o.count;
-            recorder.record(crate::sink::record::Observation {
-                count: 1,
-                ..o.clone()
-            });
-            for _ in 1..count.min(1_000_000) {
-                recorder.record(o.clone());
-            }
+            recorder.record(o.clone());
         }
     }
     let report = recorder.report();

@@ -11,7 +11,7 @@
 //!   TLS-intercepting proxy may answer from one (this project's CI machine does).
 //! - Raw TCP (no SNI, no Host) and UDP are never forwarded.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -37,44 +37,12 @@ pub fn allowed(allow: &[String], host: &str) -> bool {
     })
 }
 
-/// Whether an address is on the public internet (and so not the host, a metadata service
-/// or a private network).
+/// Whether an address may be reached by an allowed name: public unicast
+/// ([`crate::netguard::is_public`]), or a documentation range, which is never anyone's host
+/// or metadata service and which a TLS-intercepting proxy may answer from (this project's CI
+/// machine's does).
 pub fn is_global(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => global_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => global_v4(v4),
-            None => global_v6(v6),
-        },
-    }
-}
-
-fn global_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || o[0] == 0
-        || o[0] >= 240
-        // Shared address space (CGNAT), 100.64.0.0/10.
-        || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        // Benchmarking, 198.18.0.0/15 (the sink's own names).
-        || (o[0] == 198 && (o[1] & 0xfe) == 18)
-        // IETF protocol assignments, 192.0.0.0/24.
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0))
-}
-
-fn global_v6(ip: Ipv6Addr) -> bool {
-    let s = ip.segments();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        // Unique local fc00::/7, link-local fe80::/10.
-        || (s[0] & 0xfe00) == 0xfc00
-        || (s[0] & 0xffc0) == 0xfe80)
+    crate::netguard::is_public(ip) || crate::netguard::is_documentation(ip)
 }
 
 /// Why a forward did not happen.

@@ -74,6 +74,7 @@ pub const SOURCES: &[&str] = &[
     include_str!("egress.rs"),
     include_str!("record.rs"),
     include_str!("sniff.rs"),
+    include_str!("../netguard.rs"),
 ];
 
 /// The sink image tag for these sources: `skill-verifier/sink:<12 hex>`.

@@ -197,13 +197,13 @@ struct Inner {
 }
 
 impl Recorder {
-    /// Records one attempt.
+    /// Records an attempt (or `o.count` of them: reports merge by recording their entries).
     pub fn record(&self, o: Observation) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = o.key();
         if let Some(&i) = inner.index.get(&key) {
             let entry = &mut inner.list[i];
-            entry.count = entry.count.saturating_add(1);
+            entry.count = entry.count.saturating_add(o.count);
             entry.allowed |= o.allowed;
             return;
         }
