@@ -23,7 +23,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const IMAGE: &str = "skill-verifier/runner-shell:1";
+/// The shell runner image (its tag is the recipe's digest).
+fn shell_image() -> &'static str {
+    static SHELL_IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHELL_IMAGE.get_or_init(|| {
+        skill_verifier::sandbox::images::default_image(skill_verifier::package::Runtime::Shell)
+    })
+}
 
 fn skill(name: &str) -> Vec<u8> {
     let md = format!(
@@ -45,7 +51,7 @@ fn docker_run_true() {
             "--rm",
             "--network",
             "none",
-            IMAGE,
+            shell_image(),
             "sh",
             "-c",
             "true",

@@ -9,7 +9,13 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const IMAGE: &str = "skill-verifier/runner-shell:1";
+/// The shell runner image (its tag is the recipe's digest).
+fn shell_image() -> &'static str {
+    static SHELL_IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHELL_IMAGE.get_or_init(|| {
+        skill_verifier::sandbox::images::default_image(skill_verifier::package::Runtime::Shell)
+    })
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -58,7 +64,7 @@ fn main() {
         let ok = Command::new("docker")
             .args(["run", "--rm", "--network", "none", "-v"])
             .arg(format!("{skill}:/skill:ro"))
-            .args(["-w", "/skill", IMAGE, "sh", "-c", &command])
+            .args(["-w", "/skill", shell_image(), "sh", "-c", &command])
             .stdout(Stdio::null())
             .status()
             .unwrap()

@@ -3,7 +3,7 @@
 # packages (busybox-static for `shell`, debootstrap --variant=minbase for `python` and
 # `node`), turned into an image with `docker import`.
 #
-#   images/build.sh RUNTIME IMAGE     e.g. images/build.sh python skill-verifier/runner-python:1
+#   images/build.sh RUNTIME IMAGE     e.g. images/build.sh python skill-verifier/runner-python:dev
 #   SINK_BINARY=path images/build.sh sink IMAGE   the network sink (see src/sink)
 #
 # Needs root (debootstrap), a Debian mirror (MIRROR, default deb.debian.org) and a Docker
@@ -69,7 +69,9 @@ python | node)
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
     fi
     case "$runtime" in
-    python) include="python3,python3-pytest" ;;
+    # pip and venv: the verifier installs a skill's requirements (fetched beforehand) into
+    # a venv in the test's container, offline (see docs/dependencies.md).
+    python) include="python3,python3-pytest,python3-pip,python3-venv" ;;
     node) include="nodejs" ;;
     esac
     log "debootstrap --variant=minbase $suite ($include)"

@@ -35,6 +35,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Signed webhooks on each job's terminal status.
     pub webhooks: WebhookSettings,
+    /// Python requirements: the index, the trust store, the limits, the cache.
+    pub deps: crate::deps::DepsSettings,
 }
 
 /// The daemon's HTTP side and its queue.
@@ -111,6 +113,7 @@ impl fmt::Debug for Settings {
             .field("scan", &self.scan)
             .field("store", &self.store)
             .field("webhooks", &self.webhooks)
+            .field("deps", &self.deps)
             .finish()
     }
 }
@@ -492,6 +495,9 @@ impl Settings {
         self.attest.validate()?;
         self.store.validate()?;
         self.webhooks.validate()?;
+        self.deps
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         let s = &self.server;
         check(
             "server.queue_capacity",
@@ -524,6 +530,14 @@ impl Settings {
                 .map(|d| d.join("skill-verifier"))
                 .unwrap_or_else(|| PathBuf::from("skill-verifier-data"))
         })
+    }
+
+    /// The dependency cache: `[deps] cache_dir`, else `<data dir>/deps`.
+    pub fn deps_cache_dir(&self) -> PathBuf {
+        self.deps
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("deps"))
     }
 
     /// Worker count with 0 resolved to twice the cores, at least 4 (see

@@ -30,6 +30,7 @@ pub mod api;
 pub mod attest;
 pub mod cli;
 pub mod config;
+pub mod deps;
 pub mod digest;
 pub mod fsutil;
 pub mod ids;

@@ -16,6 +16,7 @@ const EXAMPLES: &[(&str, i32, &str)] = &[
     ("node-test", 0, "PASSED"),
     ("failing-test", 1, "FAILED"),
     ("no-tests", 0, "WARNED"),
+    ("python-deps", 0, "PASSED"),
 ];
 
 fn example(name: &str) -> PathBuf {

@@ -52,7 +52,10 @@ async fn the_tree_is_copied_in_with_modes_and_output_is_hashed() {
         out.stdout_sha256,
         skill_verifier::digest::Sha256Digest::of(&out.stdout)
     );
-    assert_eq!(out.image, "skill-verifier/runner-shell:1");
+    assert_eq!(
+        out.image,
+        skill_verifier::sandbox::images::default_image(Runtime::Shell)
+    );
     assert_eq!(out.image_digest, r.image_digest(&out.image).await.unwrap());
     assert!(out.image_digest.starts_with("sha256:"));
     assert_eq!(out.limits.timeout_secs, 20);
@@ -279,7 +282,9 @@ async fn the_reaper_removes_what_an_earlier_run_left() {
     let mut ids = Vec::new();
     for start in [true, false] {
         let body = bollard::models::ContainerCreateBody {
-            image: Some("skill-verifier/runner-shell:1".into()),
+            image: Some(skill_verifier::sandbox::images::default_image(
+                Runtime::Shell,
+            )),
             cmd: Some(vec!["sleep".into(), "300".into()]),
             labels: Some([(LABEL_INSTANCE.to_string(), inst.clone())].into()),
             host_config: Some(bollard::models::HostConfig {

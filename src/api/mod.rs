@@ -353,6 +353,10 @@ impl Daemon {
                 scanner,
                 policy: scan_policy,
             }),
+            deps: Arc::new(crate::deps::Deps::new(
+                settings.deps.clone(),
+                settings.deps_cache_dir(),
+            )),
         };
         let scheduler = Scheduler::new(
             store,

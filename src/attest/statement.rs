@@ -67,6 +67,14 @@ pub struct Predicate {
     /// The scripts executed once each under observation (the dry run); absent when none ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<Vec<DryRun>>,
+    /// Every distribution installed before the test, as the index served it:
+    /// `[{ecosystem, name, version, filename, sha256}]`; absent without requirements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Vec<crate::deps::Dependency>>,
+    /// The install of those distributions, apart from the test; absent without
+    /// requirements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<Install>,
     /// The TEE quote binding this statement to the signing key; `None` until bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tee: Option<Tee>,
@@ -97,6 +105,37 @@ pub struct DryRun {
     pub duration_ms: u64,
     /// It hit the dry run's per-script timeout.
     pub timed_out: bool,
+}
+
+/// `predicate.install`: fetching and installing the skill's requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Install {
+    /// The install in the test's container, in milliseconds (0 when it never ran).
+    pub duration_ms: u64,
+    /// The installer's exit code; `None` when it did not run or did not finish.
+    pub exit_code: Option<i64>,
+    /// The install's deadline fired.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// The requirements file, relative to the skill root.
+    pub requirements: String,
+    /// The index the distributions were resolved against.
+    pub index: String,
+    /// The distributions came from the verifier's cache (the index was not asked).
+    pub cached: bool,
+    /// How long resolving and downloading took, in milliseconds (0 from the cache).
+    pub fetch_ms: u64,
+    /// The Python version and platform they were fetched for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub python: String,
+    /// The platform (`linux-x86_64`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform: String,
+    /// Why the requirements could not be fetched (the test then did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The configured bounds.
+    pub limits: crate::deps::DepsLimits,
 }
 
 /// `predicate.verifier`.

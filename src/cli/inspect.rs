@@ -48,10 +48,70 @@ pub struct InspectReport<'a> {
     pub test: &'a TestPlan,
     /// The whole validated manifest.
     pub manifest: &'a Manifest,
+    /// The declared Python requirements (absent without a requirements file): the file and
+    /// each requirement with whether it is an exact pin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<RequirementsReport<'a>>,
     /// The scan's findings under the configured verdict policy (`verdict` says whether any
     /// blocks); absent when the rules or policy could not be loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan: Option<serde_json::Value>,
+}
+
+/// `requirements` in the report.
+#[derive(Debug, Serialize)]
+pub struct RequirementsReport<'a> {
+    /// The file, relative to the skill root.
+    pub path: &'a str,
+    /// Every requirement is an exact pin (then a verification result may be cached).
+    pub all_pinned: bool,
+    /// Hashes are required.
+    pub require_hashes: bool,
+    /// Each requirement.
+    pub items: Vec<RequirementItem<'a>>,
+}
+
+/// One requirement in the report.
+#[derive(Debug, Serialize)]
+pub struct RequirementItem<'a> {
+    /// As written.
+    pub name: &'a str,
+    /// Extras.
+    pub extras: &'a [String],
+    /// The version specifier (`==1.2`, `>=1,<2`, empty for any).
+    pub specifier: &'a str,
+    /// The environment marker.
+    pub marker: Option<&'a str>,
+    /// An exact pin.
+    pub pinned: bool,
+    /// How many `--hash` values.
+    pub hashes: usize,
+    /// Line in the file.
+    pub line: usize,
+}
+
+impl<'a> RequirementsReport<'a> {
+    /// The report of parsed requirements.
+    pub fn of(r: &'a package::requirements::Requirements) -> Self {
+        Self {
+            path: &r.path,
+            all_pinned: r.all_pinned(),
+            require_hashes: r.require_hashes,
+            items: r
+                .items
+                .iter()
+                .map(|i| RequirementItem {
+                    name: &i.name,
+                    extras: &i.extras,
+                    specifier: &i.specifier,
+                    marker: i.marker.as_deref(),
+                    pinned: i.pinned().is_some(),
+                    hashes: i.hashes.len(),
+                    line: i.line,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl<'a> InspectReport<'a> {
@@ -67,6 +127,7 @@ impl<'a> InspectReport<'a> {
             format: p.format,
             test: &p.test,
             manifest: &p.manifest,
+            requirements: p.requirements.as_ref().map(RequirementsReport::of),
             scan: None,
         }
     }
@@ -101,6 +162,7 @@ pub fn run(args: InspectArgs, settings: &Settings) -> anyhow::Result<u8> {
                 format: p.format,
                 manifest: p.manifest,
                 test: p.test,
+                requirements: p.requirements,
                 tree_sha256: p.tree_sha256,
                 archive_sha256: p.archive_sha256,
                 files: p.files,

@@ -118,6 +118,10 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         // A per-process instance: a daemon's start-up reaper never touches CLI containers.
         instance: format!("cli-{}", uuid::Uuid::new_v4()),
         scan: scan.clone(),
+        deps: Arc::new(crate::deps::Deps::new(
+            settings.deps.clone(),
+            settings.deps_cache_dir(),
+        )),
     };
     let attempt = Attempt {
         job: JobId::new(),

@@ -241,6 +241,15 @@ impl Scheduler {
         let blobs = self.inner.blobs.clone();
         let older_than = std::time::SystemTime::now() - max_age;
         collected.local_blobs = blocking(move || Ok(blobs.sweep(&keep, older_than) as u64)).await?;
+        // The dependency cache: sets not used within `max_age`, the files only they named,
+        // stale scratch. A failure here is logged, never fatal.
+        let deps = self.inner.verifier.deps.cache().clone();
+        match tokio::task::spawn_blocking(move || deps.collect(max_age)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(files = n, "retention: dependency cache"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention: dependency cache"),
+            Err(e) => tracing::warn!(error = %e, "retention: dependency cache"),
+        }
         Ok(collected)
     }
 
@@ -443,13 +452,27 @@ impl Scheduler {
 
     /// The result-cache key, or `None` when the runtime's image cannot be resolved (then the
     /// job runs and fails with a clear image error instead of matching a stale result).
+    ///
+    /// A package with Python requirements that are not all exact pins has no key: the index
+    /// may have moved since, so it is resolved again every time. With exact pins, the pins
+    /// are in the tree digest and the index configuration goes into the key.
     async fn cache_key<T>(&self, package: &Package<T>) -> Option<String> {
         let inner = &self.inner;
         let policy = &inner.verifier.policy;
         let image = policy.images.get(&package.test.runtime)?.clone();
+        let deps = match &package.requirements {
+            Some(r) if package.test.runtime == crate::package::Runtime::Python => {
+                if !r.all_pinned() {
+                    return None;
+                }
+                inner.verifier.deps.settings.cache_identity()
+            }
+            _ => String::new(),
+        };
         let digest = self.image_digest(&image).await?;
         let mut h = Sha256::new();
         for part in [
+            deps.as_str(),
             package.tree_sha256.to_hex().as_str(),
             &image,
             &digest,

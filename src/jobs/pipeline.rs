@@ -44,6 +44,8 @@ pub struct Verifier {
     pub instance: String,
     /// The scan stage: compiled rule pack and verdict policy.
     pub scan: Arc<crate::scan::Stage>,
+    /// The dependency stage: index, limits, cache.
+    pub deps: Arc<crate::deps::Deps>,
 }
 
 /// Which job and attempt a run belongs to.
@@ -70,10 +72,31 @@ pub struct Ran {
     pub scan: crate::scan::ScanReport,
     /// The dry run's script invocations, in order (empty when none ran).
     pub dry_run: Vec<DryRunRun>,
+    /// The requirements' fetch and install, when the package has requirements.
+    pub deps: Option<DepsRun>,
     /// When the attempt started.
     pub started_at: OffsetDateTime,
     /// When the container was done.
     pub finished_at: OffsetDateTime,
+}
+
+/// The dependency stage of a run.
+#[derive(Debug)]
+pub struct DepsRun {
+    /// The requirements file.
+    pub requirements: String,
+    /// The distributions installed (`None` when the fetch failed or was skipped).
+    pub set: Option<crate::deps::CachedSet>,
+    /// Served from the cache.
+    pub cached: bool,
+    /// The fetch's duration.
+    pub fetch_ms: u64,
+    /// Why the requirements could not be fetched (the skill's fault: the test did not run).
+    pub failure: Option<String>,
+    /// The index.
+    pub index: String,
+    /// The configured limits.
+    pub limits: crate::deps::DepsLimits,
 }
 
 /// One script invocation of the dry run and what happened.
@@ -156,6 +179,10 @@ pub enum PipelineError {
     /// The scan could not read the package.
     #[error("scanning the package: {0}")]
     Scan(#[from] crate::scan::ScanError),
+    /// The requirements could not be fetched, and not by the skill's fault (the index is
+    /// unreachable, the trust store is missing).
+    #[error("dependencies: {0}")]
+    Deps(String),
 }
 
 impl PipelineError {
@@ -175,6 +202,7 @@ impl PipelineError {
             PipelineError::Store(_) => "store_failed",
             PipelineError::Cancelled => "cancelled",
             PipelineError::Scan(_) => "scan_failed",
+            PipelineError::Deps(_) => "dependencies_unavailable",
         }
     }
 }
@@ -225,6 +253,8 @@ impl Verifier {
         &self,
         attempt: Attempt,
         package: &Package,
+        tree: &crate::package::TreeTar,
+        install: Option<&crate::sandbox::InstallStep>,
         cancel: &CancellationToken,
     ) -> Result<Vec<DryRunRun>, PipelineError> {
         let mut out = Vec::new();
@@ -246,8 +276,11 @@ impl Verifier {
                     timeout_secs: Some(self.policy.dry_run_timeout_secs),
                     source: TestSource::Smoke,
                 };
-                let spec = self.spec_of(&plan, package, attempt)?;
-                let outcome = self.runner.run(&spec, &package.tar, cancel.clone()).await?;
+                let mut spec = self.spec_of(&plan, package, attempt)?;
+                if let Some(step) = install {
+                    spec.set_install(step.clone());
+                }
+                let outcome = self.runner.run(&spec, tree, cancel.clone()).await?;
                 if outcome.cancelled {
                     return Err(PipelineError::Cancelled);
                 }
@@ -270,10 +303,54 @@ impl Verifier {
         cancel: CancellationToken,
     ) -> Result<Ran, PipelineError> {
         let started_at = OffsetDateTime::now_utc();
-        let spec = self.spec(&package, attempt)?;
+        let mut spec = self.spec(&package, attempt)?;
         let scan = self.scan(&package).await?;
+        let deps = self.dependencies(&package, &spec, &cancel).await?;
+        // With requirements, the tree travels with its distributions (a scratch tar, removed
+        // when `_scratch` drops) and the container installs them first.
+        let (deps, failed, tree, install, _scratch) = match deps {
+            Some(Staged::Ready {
+                run,
+                step,
+                tree,
+                scratch,
+            }) => (Some(run), false, tree, Some(step), Some(scratch)),
+            Some(Staged::Failed(run)) => (Some(run), true, package.tar.clone(), None, None),
+            None => (None, false, package.tar.clone(), None, None),
+        };
+        if let Some(step) = &install {
+            spec.set_install(step.clone());
+        }
+        if failed {
+            let run = deps.expect("a failed stage has its run");
+            // The skill's requirements cannot be met: the test does not run, and the signed
+            // result says why.
+            tracing::info!(
+                reason = run.failure.as_deref().unwrap_or(""),
+                "dependencies failed"
+            );
+            let outcome = not_run(
+                &spec,
+                &self
+                    .runner
+                    .image_digest(&spec.image)
+                    .await
+                    .unwrap_or_default(),
+            );
+            return Ok(Ran {
+                attempt,
+                package,
+                spec,
+                outcome,
+                scan,
+                dry_run: Vec::new(),
+                deps: Some(run),
+                started_at,
+                finished_at: OffsetDateTime::now_utc(),
+            });
+        }
         let clock = Instant::now();
-        let outcome = self.runner.run(&spec, &package.tar, cancel.clone()).await?;
+        let outcome = self.runner.run(&spec, &tree, cancel.clone()).await?;
         tracing::info!(
             exit_code = outcome.exit_code,
             timed_out = outcome.timed_out,
@@ -285,7 +362,8 @@ impl Verifier {
             return Err(PipelineError::Cancelled);
         }
         let dry_run = if self.dry_run_applies(&package) {
-            self.dry_run(attempt, &package, &cancel).await?
+            self.dry_run(attempt, &package, &tree, install.as_ref(), &cancel)
+                .await?
         } else {
             Vec::new()
         };
@@ -296,9 +374,91 @@ impl Verifier {
             outcome,
             scan,
             dry_run,
+            deps,
             started_at,
             finished_at: OffsetDateTime::now_utc(),
         })
+    }
+
+    /// The dependency stage for `package` run under `spec`: `None` without requirements (or
+    /// when its test does not run in the python runtime), the distributions staged with the
+    /// tree, or the skill's failure. Our failures are errors.
+    async fn dependencies(
+        &self,
+        package: &Package,
+        spec: &ContainerSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Staged>, PipelineError> {
+        let Some(requirements) = package
+            .requirements
+            .as_ref()
+            .filter(|_| package.test.runtime == crate::package::Runtime::Python)
+        else {
+            return Ok(None);
+        };
+        let settings = &self.deps.settings;
+        let mut run = DepsRun {
+            requirements: requirements.path.clone(),
+            set: None,
+            cached: false,
+            fetch_ms: 0,
+            failure: None,
+            index: settings.python_index.clone(),
+            limits: settings.limits(),
+        };
+        let prepared = match self
+            .deps
+            .prepare(
+                self.runner.as_ref(),
+                spec,
+                &self.policy,
+                requirements,
+                cancel,
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(crate::deps::DepsError::Skill(message)) => {
+                run.failure = Some(message);
+                return Ok(Some(Staged::Failed(run)));
+            }
+            Err(crate::deps::DepsError::Ours(message)) => {
+                if cancel.is_cancelled() {
+                    return Err(PipelineError::Cancelled);
+                }
+                return Err(PipelineError::Deps(message));
+            }
+        };
+        tracing::info!(
+            distributions = prepared.set.files.len(),
+            bytes = prepared.set.bytes(),
+            cached = prepared.cached,
+            fetch_ms = prepared.fetch_ms,
+            "dependencies ready"
+        );
+        let step = crate::sandbox::InstallStep::new(settings.install_timeout_secs);
+        let dir = self.deps.cache().scratch();
+        let folder = step.folder();
+        let (tree_path, set) = (package.tar.path.clone(), prepared.set.clone());
+        let staged = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let scratch = tempfile::tempdir_in(&dir)?;
+            let out = scratch.path().join("tree.tar");
+            let tree = crate::deps::tree_with_dists(&tree_path, &set, &folder, &out)?;
+            Ok::<_, std::io::Error>((tree, scratch))
+        })
+        .await
+        .map_err(|e| PipelineError::Deps(format!("staging the distributions: {e}")))?
+        .map_err(|e| PipelineError::Deps(format!("staging the distributions: {e}")))?;
+        run.cached = prepared.cached;
+        run.fetch_ms = prepared.fetch_ms;
+        run.set = Some(prepared.set);
+        Ok(Some(Staged::Ready {
+            run,
+            step,
+            tree: staged.0,
+            scratch: staged.1,
+        }))
     }
 
     /// The scan stage: the package's tree through the rule pack and native checks (pure, on a
@@ -309,9 +469,28 @@ impl Verifier {
         // Only what the scan reads moves to the blocking thread, not the file list.
         let (manifest, tar) = (package.manifest.clone(), package.tar.path.clone());
         let clock = Instant::now();
-        let report = tokio::task::spawn_blocking(move || stage.scan_tar_file(&manifest, &tar))
+        let mut report = tokio::task::spawn_blocking(move || stage.scan_tar_file(&manifest, &tar))
             .await
             .map_err(|e| PipelineError::Scan(crate::scan::ScanError::ReadTree(e.to_string())))??;
+        if let Some(r) = &package.requirements {
+            report.findings.extend(crate::scan::requirement_findings(r));
+            if package.test.runtime != crate::package::Runtime::Python {
+                report.findings.push(crate::scan::Finding {
+                    code: "requirements_not_installed".into(),
+                    category: crate::scan::Category::Dependencies,
+                    severity: Severity::Info,
+                    message: format!(
+                        "{} is declared but the test runs in the {} runtime; requirements are \
+                         installed for python tests only",
+                        r.path,
+                        package.test.runtime.as_str()
+                    ),
+                    path: r.path.clone(),
+                    line: None,
+                    excerpt: String::new(),
+                });
+            }
+        }
         tracing::info!(
             findings = report.findings.len(),
             endpoints = report.endpoints.len(),
@@ -381,6 +560,42 @@ impl Verifier {
             summary,
             logs_json,
         })
+    }
+}
+
+/// The dependency stage's result before the run.
+enum Staged {
+    /// Distributions staged with the tree in a scratch tar.
+    Ready {
+        run: DepsRun,
+        step: crate::sandbox::InstallStep,
+        tree: crate::package::TreeTar,
+        scratch: tempfile::TempDir,
+    },
+    /// The skill's requirements cannot be met.
+    Failed(DepsRun),
+}
+
+/// The outcome of a test that did not run (its requirements could not be fetched): exit
+/// code -1, no output, no time.
+fn not_run(spec: &ContainerSpec, image_digest: &str) -> RunOutcome {
+    RunOutcome {
+        exit_code: -1,
+        duration_ms: 0,
+        timed_out: false,
+        oom_killed: false,
+        output_truncated: false,
+        cancelled: false,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        stdout_sha256: crate::digest::Sha256Digest::of(b""),
+        stderr_sha256: crate::digest::Sha256Digest::of(b""),
+        image: spec.image.clone(),
+        image_digest: image_digest.to_string(),
+        oci_runtime: String::new(),
+        limits: spec.limits.clone(),
+        network: None,
+        install: None,
     }
 }
 
@@ -456,6 +671,17 @@ pub fn findings(ran: &Ran) -> Vec<Finding> {
         ));
     }
     out.extend(network_findings(ran));
+    if let Some(reason) = dependency_failure(ran) {
+        out.push(Finding {
+            code: reason.code,
+            message: reason.message,
+            category: Some(crate::scan::Category::Dependencies),
+            severity: Some(Severity::High),
+            path: ran.deps.as_ref().map(|d| d.requirements.clone()),
+            line: None,
+            excerpt: None,
+        });
+    }
     if o.output_truncated {
         out.push(Finding::test(
             "output_truncated",
@@ -592,7 +818,7 @@ pub fn network_findings(ran: &Ran) -> Vec<Finding> {
 /// code, timeout, OOM kill) or when the policy blocks any finding (the scan's or the run's).
 pub fn judge(ran: &Ran, findings: &[Finding], scan: &crate::scan::Stage) -> Verdict {
     let o = &ran.outcome;
-    let test_failure =
+    let test_failure = dependency_failure(ran).or_else(|| {
         (verdict(o, ran.package.test.source) == Status::Failed).then(|| crate::scan::Reason {
             code: "tests_failed".into(),
             message: if o.timed_out {
@@ -602,7 +828,8 @@ pub fn judge(ran: &Ran, findings: &[Finding], scan: &crate::scan::Stage) -> Verd
             } else {
                 format!("the test exited with code {}", o.exit_code)
             },
-        });
+        })
+    });
     let all: Vec<crate::scan::Finding> = findings.iter().map(Finding::to_scan).collect();
     scan.policy.verdict(&all, test_failure)
 }
@@ -700,8 +927,79 @@ pub fn build_statement(ran: &Ran, verifier_id: &str, scan: &crate::scan::Stage) 
                     })
                     .collect()
             }),
+            dependencies: ran
+                .deps
+                .as_ref()
+                .map(|d| d.set.as_ref().map(|s| s.dependencies()).unwrap_or_default()),
+            install: ran
+                .deps
+                .as_ref()
+                .map(|d| install_info(d, o.install.as_ref())),
             tee: None,
         },
+    }
+}
+
+/// `predicate.install` of a run's dependency stage.
+fn install_info(
+    d: &DepsRun,
+    install: Option<&crate::sandbox::InstallOutcome>,
+) -> crate::attest::statement::Install {
+    crate::attest::statement::Install {
+        duration_ms: install.map_or(0, |i| i.duration_ms),
+        exit_code: install.and_then(|i| i.exit_code),
+        timed_out: install.is_some_and(|i| i.timed_out),
+        requirements: d.requirements.clone(),
+        index: d.index.clone(),
+        cached: d.cached,
+        fetch_ms: d.fetch_ms,
+        python: d.set.as_ref().map(|s| s.python.clone()).unwrap_or_default(),
+        platform: d
+            .set
+            .as_ref()
+            .map(|s| s.platform.clone())
+            .unwrap_or_default(),
+        error: d.failure.clone(),
+        limits: d.limits,
+    }
+}
+
+/// Why the dependency stage fails the run, if it does: the skill's requirements could not
+/// be fetched, or the install in the container failed or timed out.
+pub fn dependency_failure(ran: &Ran) -> Option<crate::scan::Reason> {
+    let d = ran.deps.as_ref()?;
+    if let Some(failure) = &d.failure {
+        return Some(crate::scan::Reason {
+            code: "dependencies_failed".into(),
+            message: failure.clone(),
+        });
+    }
+    let install = ran.outcome.install?;
+    if install.timed_out {
+        return Some(crate::scan::Reason {
+            code: "dependencies_install_failed".into(),
+            message: format!(
+                "installing the requirements of {} exceeded [deps] install_timeout_secs = {} s",
+                d.requirements, d.limits.install_timeout_secs
+            ),
+        });
+    }
+    match install.exit_code {
+        Some(0) => None,
+        Some(code) => Some(crate::scan::Reason {
+            code: "dependencies_install_failed".into(),
+            message: format!(
+                "installing the fetched distributions of {} failed (pip exited with {code})",
+                d.requirements
+            ),
+        }),
+        None => Some(crate::scan::Reason {
+            code: "dependencies_install_failed".into(),
+            message: format!(
+                "installing the requirements of {} did not finish (the container ended first)",
+                d.requirements
+            ),
+        }),
     }
 }
 
@@ -734,6 +1032,7 @@ mod tests {
             oci_runtime: "runc".into(),
             limits: spec.limits,
             network: None,
+            install: None,
         }
     }
 

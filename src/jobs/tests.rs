@@ -60,6 +60,7 @@ impl Runner for GateRunner {
             oci_runtime: "runc".into(),
             limits: spec.limits.clone(),
             network: None,
+            install: None,
         })
     }
 
@@ -121,6 +122,10 @@ async fn fixture_with(policy: Policy, dir: Option<tempfile::TempDir>) -> Fixture
         policy,
         instance: "scheduler-test".into(),
         scan: scan_stage(),
+        deps: Arc::new(crate::deps::Deps::new(
+            Default::default(),
+            dir.path().join("deps"),
+        )),
     };
     let scheduler = Scheduler::new(
         Arc::new(store),

@@ -287,6 +287,10 @@ pub enum PackageError {
         /// Which rule.
         reason: String,
     },
+    /// The requirements file (`requirements.txt`, or `metadata.verify-requirements`) is
+    /// missing, unreadable, or has a line the verifier does not accept.
+    #[error("invalid requirements: {0}")]
+    InvalidRequirements(String),
     /// `metadata.verify-test` is empty or unusable.
     #[error("invalid metadata.verify-test: {reason}")]
     InvalidTestCommand {
@@ -359,6 +363,7 @@ impl PackageError {
             E::InvalidRuntime { .. } => "invalid_runtime",
             E::InvalidTimeout { .. } => "invalid_timeout",
             E::InvalidNetwork { .. } => "invalid_network",
+            E::InvalidRequirements(_) => "invalid_requirements",
             E::InvalidTestCommand { .. } => "invalid_test_command",
             E::OutputExists { .. } => "output_exists",
             E::Io { .. } => "io",

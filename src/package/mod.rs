@@ -49,6 +49,7 @@ pub mod manifest;
 pub mod path;
 pub mod plan;
 pub mod read;
+pub mod requirements;
 pub mod tree;
 
 use std::collections::BTreeMap;
@@ -254,6 +255,8 @@ pub struct Package<T = TreeTar> {
     pub manifest: Manifest,
     /// The test plan (declared, detected or smoke).
     pub test: TestPlan,
+    /// The Python requirements (`requirements.txt` or `metadata.verify-requirements`).
+    pub requirements: Option<requirements::Requirements>,
     /// Canonical tree digest (see the module docs for the exact algorithm).
     pub tree_sha256: Sha256Digest,
     /// SHA-256 of the archive bytes; `None` for a directory.
@@ -351,6 +354,7 @@ pub fn read(input: &Path, tar_out: &Path, limits: &Limits) -> Result<Package, Pa
         format: package.format,
         manifest: package.manifest,
         test: package.test,
+        requirements: package.requirements,
         tree_sha256: package.tree_sha256,
         archive_sha256: package.archive_sha256,
         files: package.files,
@@ -516,11 +520,13 @@ fn read_checked(
         }
     }
     let test = plan::plan(&manifest, &facts)?;
+    let requirements = plan::requirements(&manifest, &facts)?;
     let tree_sha256 = tree::digest(&facts);
     let package = Package {
         format,
         manifest,
         test,
+        requirements,
         tree_sha256,
         archive_sha256,
         files: facts.len() as u64,

@@ -51,13 +51,24 @@ pub enum Probe {
         /// `scripts.test`, when usable (see the module docs), as the command to run.
         test_command: Option<String>,
     },
+    /// A `*.txt` file, which may be the requirements file: its text when it is UTF-8 and at
+    /// most [`MAX_REQUIREMENTS_BYTES`].
+    Text {
+        /// The text, or `None` when too large or not UTF-8.
+        text: Option<String>,
+    },
 }
+
+/// Largest requirements file accepted.
+pub const MAX_REQUIREMENTS_BYTES: u64 = 64 * 1024;
 
 /// How many bytes of a file named `name` the reader must capture for [`probe`], if any.
 /// `at_root` tells whether the file may turn out to be at the skill root.
 pub fn wants_content(name: &str, at_root: bool) -> Option<u64> {
     if is_python_test(name) || (at_root && name == "package.json") {
         Some(MAX_PROBE_BYTES)
+    } else if name.ends_with(".txt") {
+        Some(MAX_REQUIREMENTS_BYTES + 1)
     } else {
         None
     }
@@ -76,7 +87,66 @@ pub fn probe(name: &str, content: &[u8]) -> Option<Probe> {
             test_command: text.and_then(node_test_script),
         });
     }
+    if name.ends_with(".txt") {
+        return Some(Probe::Text {
+            text: text
+                .filter(|_| content.len() as u64 <= MAX_REQUIREMENTS_BYTES)
+                .map(str::to_string),
+        });
+    }
     None
+}
+
+/// The package's Python requirements: `metadata.verify-requirements` (a `.txt` file in the
+/// package, relative to the skill root), else a root `requirements.txt`, else none. The file
+/// is parsed strictly ([`super::requirements`]): a line that chooses a source (`-e`, a URL,
+/// an index option) or that the parser does not understand makes the package invalid.
+pub fn requirements(
+    manifest: &Manifest,
+    files: &[FileRecord],
+) -> Result<Option<super::requirements::Requirements>, PackageError> {
+    let bad = PackageError::InvalidRequirements;
+    let declared = manifest
+        .metadata
+        .get("verify-requirements")
+        .map(|v| v.trim());
+    let path = match declared {
+        Some(p) => {
+            let p = p.strip_prefix("./").unwrap_or(p);
+            if p.is_empty()
+                || p.starts_with('/')
+                || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+                || !p.ends_with(".txt")
+            {
+                return Err(bad(format!(
+                    "metadata.verify-requirements {:?} must be a relative path to a .txt file \
+                     in the package",
+                    p.chars().take(200).collect::<String>()
+                )));
+            }
+            p.to_string()
+        }
+        None => "requirements.txt".to_string(),
+    };
+    let Some(file) = files.iter().find(|f| f.path == path) else {
+        return match declared {
+            Some(_) => Err(bad(format!(
+                "metadata.verify-requirements names {path:?}, which is not in the package"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let text = match &file.probe {
+        Some(Probe::Text { text: Some(text) }) if file.len <= MAX_REQUIREMENTS_BYTES => text,
+        _ => {
+            return Err(bad(format!(
+                "{path} is larger than {MAX_REQUIREMENTS_BYTES} bytes or not UTF-8"
+            )))
+        }
+    };
+    super::requirements::Requirements::parse(&path, text)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// The smoke check for shell scripts (busybox `find` and `sh` understand it).

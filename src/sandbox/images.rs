@@ -17,6 +17,24 @@ use super::{DockerRunner, ImageMap, Runner, SandboxError};
 /// The build recipe, embedded so the binary is self-contained.
 pub const BUILD_SCRIPT: &str = include_str!("../../images/build.sh");
 
+/// The default runner image of `runtime`: `skill-verifier/runner-<runtime>:<12 hex>`, the
+/// tag being the digest of the recipe ([`BUILD_SCRIPT`]) and the runtime's name. A changed
+/// recipe (a package added to the python image, say) gets a new tag, so `images prepare`
+/// builds it instead of finding the old image present, and the result cache, keyed by the
+/// image, never serves a result of the old one.
+pub fn default_image(runtime: Runtime) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(BUILD_SCRIPT.as_bytes());
+    h.update([0]);
+    h.update(runtime.as_str().as_bytes());
+    format!(
+        "skill-verifier/runner-{}:{}",
+        runtime.as_str(),
+        &hex::encode(h.finalize())[..12]
+    )
+}
+
 /// How an image came to be present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {

@@ -31,7 +31,7 @@ use crate::package::{Runtime, TreeTar};
 
 pub use docker::lease::LABEL_LEASE;
 pub use docker::DockerRunner;
-pub use spec::{spec_for, ContainerSpec, Isolation, NetworkMode, Policy, RunLimits};
+pub use spec::{spec_for, ContainerSpec, InstallStep, Isolation, NetworkMode, Policy, RunLimits};
 
 /// Label key every container carries: the daemon instance that created it.
 pub const LABEL_INSTANCE: &str = "dev.skill-verifier.instance";
@@ -77,6 +77,21 @@ pub struct RunOutcome {
     /// when the run had no network (`none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::sink::record::Report>,
+    /// The install before the test, when the spec had one ([`InstallStep`]); the fields
+    /// above then describe the test alone (its duration starts after the install).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallOutcome>,
+}
+
+/// What the install step did ([`InstallStep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallOutcome {
+    /// From command delivery to the install's marker (or to the container's end).
+    pub duration_ms: u64,
+    /// The installer's exit code; `None` when it never finished (killed, timed out).
+    pub exit_code: Option<i64>,
+    /// The install's own deadline fired.
+    pub timed_out: bool,
 }
 
 /// Why the sandbox could not do its job (never a test failure: that is a [`RunOutcome`]).

@@ -66,6 +66,7 @@ impl ContainerSpec {
             .labels
             .retain(|k, _| k.as_str() == super::LABEL_INSTANCE);
         generic.limits.timeout_secs = 0;
+        generic.install = None;
         // The allowlist reaches the sink with the job, not at its start.
         generic.allow = Vec::new();
         generic
@@ -245,7 +246,7 @@ impl Default for Policy {
         const MIB: u64 = 1024 * 1024;
         let images = Runtime::ALL
             .iter()
-            .map(|r| (*r, format!("skill-verifier/runner-{}:1", r.as_str())))
+            .map(|r| (*r, super::images::default_image(*r)))
             .collect();
         Self {
             images,
@@ -361,6 +362,87 @@ pub struct ContainerSpec {
     pub limits: RunLimits,
     /// Alternative OCI runtime, if any.
     pub oci_runtime: Option<String>,
+    /// Dependencies to install before the test ([`InstallStep`]); `None` for most runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallStep>,
+}
+
+/// An install before the test, in the test's own container: the distributions arrive in the
+/// tree's tar under `/work/.skill-verifier-deps-<nonce>/` (a name the package cannot
+/// predict), are installed offline (`pip --no-index --no-deps`, exactly those files) into a
+/// venv in `/tmp` (the size-limited writable space), removed from the working copy, and
+/// then the test runs with the venv first on `PATH`.
+///
+/// The install has its own deadline: the run loop starts the test's timeout when the
+/// install's marker line (carrying the nonce, so neither a package nor its test can forge
+/// it before the install ends) appears on stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallStep {
+    /// Random hex: names the distributions' folder and the marker line.
+    pub nonce: String,
+    /// The install's own deadline, from command delivery.
+    pub timeout_secs: u64,
+}
+
+impl InstallStep {
+    /// A fresh step with a random nonce.
+    pub fn new(timeout_secs: u64) -> Self {
+        Self {
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            timeout_secs,
+        }
+    }
+
+    /// The folder of the working copy the distributions arrive in (relative to `/work`).
+    pub fn folder(&self) -> String {
+        format!(".skill-verifier-deps-{}", self.nonce)
+    }
+
+    /// The marker's prefix on stderr: `skill-verifier: install <nonce> exited <code>`.
+    pub fn marker(&self) -> String {
+        format!("skill-verifier: install {} exited ", self.nonce)
+    }
+
+    /// The script the container runs instead of the bare test command: the install, the
+    /// marker, then the test (quoted, never spliced unquoted).
+    pub fn script(&self, test_command: &str) -> String {
+        let dir = format!("/work/{}", self.folder());
+        format!(
+            "d={dir}\n\
+             python3 -m venv --system-site-packages --without-pip /tmp/.venv >&2 && \
+             /tmp/.venv/bin/python -m pip install --no-index --no-deps --no-cache-dir \
+             --disable-pip-version-check --no-input --progress-bar off --no-compile \"$d\"/* >&2\n\
+             rc=$?\n\
+             rm -rf \"$d\"\n\
+             printf '\\n{marker}%s\\n' \"$rc\" >&2\n\
+             [ \"$rc\" -eq 0 ] || exit \"$rc\"\n\
+             export VIRTUAL_ENV=/tmp/.venv PATH=\"/tmp/.venv/bin:$PATH\"\n\
+             exec sh -c {test} sh\n",
+            marker = self.marker(),
+            test = crate::package::plan::shell_quote(test_command),
+        )
+    }
+}
+
+impl ContainerSpec {
+    /// What the container's shell runs: the test command, or with an install step the
+    /// install followed by the test ([`InstallStep::script`]).
+    pub fn run_script(&self) -> String {
+        match &self.install {
+            Some(step) => step.script(&self.command),
+            None => self.command.clone(),
+        }
+    }
+
+    /// Adds an install step before the test: the container's command becomes
+    /// [`ContainerSpec::run_script`] (the attested `command` stays the test's).
+    pub fn set_install(&mut self, step: InstallStep) {
+        self.install = Some(step);
+        let script = self.run_script();
+        if let Some(last) = self.cmd.last_mut() {
+            *last = script;
+        }
+    }
 }
 
 /// Derives the container spec for `plan` under `policy`.
@@ -430,6 +512,7 @@ pub fn spec_for(
         labels,
         limits,
         oci_runtime: Some(policy.runtime_name().to_string()),
+        install: None,
     })
 }
 
@@ -502,7 +585,7 @@ mod tests {
         let spec = spec_for(&plan(Runtime::Python, None), &Policy::default(), labels()).unwrap();
         let got = serde_json::to_value(&spec).unwrap();
         let want = serde_json::json!({
-            "image": "skill-verifier/runner-python:1",
+            "image": crate::sandbox::images::default_image(Runtime::Python),
             "runtime": "python",
             "command": "python3 -m unittest -v",
             "cmd": [
@@ -564,15 +647,35 @@ mod tests {
     }
 
     #[test]
+    fn an_install_step_wraps_the_test_and_stays_out_of_the_pool_key() {
+        let mut spec =
+            spec_for(&plan(Runtime::Python, None), &Policy::default(), labels()).unwrap();
+        let plain = spec.clone();
+        let step = InstallStep::new(30);
+        spec.set_install(step.clone());
+        // The attested command is still the test's; the container runs the install first.
+        assert_eq!(spec.command, "python3 -m unittest -v");
+        let script = spec.cmd.last().unwrap();
+        assert_eq!(*script, spec.run_script());
+        assert!(script.contains(&step.folder()));
+        assert!(script.contains("--no-index --no-deps"));
+        assert!(script.contains(&step.marker()));
+        assert!(script.ends_with("exec sh -c 'python3 -m unittest -v' sh\n"));
+        assert_eq!(spec.pooled(), plain.pooled(), "pool members are generic");
+        let other = InstallStep::new(30);
+        assert_ne!(step.nonce, other.nonce);
+        assert!(step.nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
     fn golden_images_per_runtime() {
         let policy = Policy::default();
-        for (runtime, image) in [
-            (Runtime::Shell, "skill-verifier/runner-shell:1"),
-            (Runtime::Python, "skill-verifier/runner-python:1"),
-            (Runtime::Node, "skill-verifier/runner-node:1"),
-        ] {
+        for runtime in [Runtime::Shell, Runtime::Python, Runtime::Node] {
             let spec = spec_for(&plan(runtime, None), &policy, labels()).unwrap();
-            assert_eq!(spec.image, image);
+            assert_eq!(spec.image, crate::sandbox::images::default_image(runtime));
+            assert!(spec
+                .image
+                .starts_with(&format!("skill-verifier/runner-{}:", runtime.as_str())));
             assert_eq!(spec.runtime, runtime);
         }
     }
@@ -671,7 +774,11 @@ mod tests {
             .extract()
             .unwrap();
         assert_eq!(p.images[&Runtime::Python], "registry.example/py:3");
-        assert_eq!(p.images[&Runtime::Shell], "skill-verifier/runner-shell:1");
+        assert_eq!(
+            p.images[&Runtime::Shell],
+            crate::sandbox::images::default_image(Runtime::Shell)
+        );
+        assert!(p.images[&Runtime::Shell].starts_with("skill-verifier/runner-shell:"));
         assert_eq!(p.oci_runtime.as_deref(), Some("runsc"));
     }
 }

@@ -155,6 +155,9 @@ pub enum Category {
     NetworkEndpoint,
     /// A network attempt the sink observed while the skill ran that it did not declare.
     Network,
+    /// The skill's declared dependencies: unpinned requirements, requirements that could not
+    /// be fetched or installed.
+    Dependencies,
     /// What the scan itself could not fully cover (truncation, timeout).
     Coverage,
     /// Facts about the test run (existing pipeline codes such as `no_tests_declared`).
@@ -163,7 +166,7 @@ pub enum Category {
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 20] = [
+    pub const ALL: [Category; 21] = [
         Category::DownloadExec,
         Category::EncodedExec,
         Category::RemoteInstruction,
@@ -182,6 +185,7 @@ impl Category {
         Category::ToolEscalation,
         Category::NetworkEndpoint,
         Category::Network,
+        Category::Dependencies,
         Category::Coverage,
         Category::Tests,
     ];
@@ -207,6 +211,7 @@ impl Category {
             Category::ToolEscalation => "tool_escalation",
             Category::NetworkEndpoint => "network_endpoint",
             Category::Network => "network",
+            Category::Dependencies => "dependencies",
             Category::Coverage => "coverage",
             Category::Tests => "tests",
         }
@@ -603,7 +608,11 @@ impl Stage {
     /// Scans a package through its normalised tar, the package stage's one output (blocking:
     /// call from `spawn_blocking` in async code).
     pub fn scan_package(&self, package: &crate::package::Package) -> Result<ScanReport, ScanError> {
-        self.scan_tar_file(&package.manifest, &package.tar.path)
+        let mut report = self.scan_tar_file(&package.manifest, &package.tar.path)?;
+        if let Some(r) = &package.requirements {
+            report.findings.extend(requirement_findings(r));
+        }
+        Ok(report)
     }
 
     /// Scans the normalised tar at `tar` of a package with `manifest` (blocking).
@@ -617,6 +626,34 @@ impl Stage {
     }
 }
 
+/// Findings about a package's declared requirements: each requirement that is not an exact
+/// pin is a low finding (`requirements_unpinned`): what it installs is decided by the index
+/// at verification time, and may differ the next time.
+pub fn requirement_findings(r: &crate::package::requirements::Requirements) -> Vec<Finding> {
+    r.items
+        .iter()
+        .filter(|i| i.pinned().is_none())
+        .map(|i| Finding {
+            code: "requirements_unpinned".into(),
+            category: Category::Dependencies,
+            severity: Severity::Low,
+            message: format!(
+                "{} is not pinned to one version ({}): what gets installed is the index's \
+                 choice at verification time, and the result is not cached",
+                i.name,
+                if i.specifier.is_empty() {
+                    "any version".to_string()
+                } else {
+                    i.specifier.clone()
+                }
+            ),
+            path: r.path.clone(),
+            line: Some(i.line as u64),
+            excerpt: i.to_line().chars().take(EXCERPT_CHARS).collect(),
+        })
+        .collect()
+}
+
 /// Finding codes the pipeline emits about the test run (category `tests`); policies may name
 /// them too.
 pub const PIPELINE_CODES: &[&str] = &[
@@ -626,4 +663,8 @@ pub const PIPELINE_CODES: &[&str] = &[
     "timed_out",
     "oom_killed",
     "output_truncated",
+    "dependencies_failed",
+    "dependencies_install_failed",
+    "requirements_unpinned",
+    "requirements_not_installed",
 ];

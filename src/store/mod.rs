@@ -168,6 +168,9 @@ pub struct PackageFacts {
     pub manifest: crate::package::Manifest,
     /// The test plan.
     pub test: crate::package::TestPlan,
+    /// The Python requirements (absent in facts recorded before they were read).
+    #[serde(default)]
+    pub requirements: Option<crate::package::requirements::Requirements>,
     /// Canonical tree digest.
     pub tree_sha256: Sha256Digest,
     /// Archive digest.
@@ -191,6 +194,7 @@ impl PackageFacts {
             format: p.format,
             manifest: p.manifest.clone(),
             test: p.test.clone(),
+            requirements: p.requirements.clone(),
             tree_sha256: p.tree_sha256,
             archive_sha256: p.archive_sha256,
             files: p.files,
@@ -211,6 +215,7 @@ impl PackageFacts {
             format: self.format,
             manifest: self.manifest,
             test: self.test,
+            requirements: self.requirements,
             tree_sha256: self.tree_sha256,
             archive_sha256: self.archive_sha256,
             files: self.files,

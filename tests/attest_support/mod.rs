@@ -85,6 +85,8 @@ pub fn sample_statement(tree: Sha256Digest) -> Statement {
         policy: None,
         observed: None,
         dry_run: None,
+        dependencies: None,
+        install: None,
         tee: None,
     })
 }

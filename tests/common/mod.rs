@@ -54,6 +54,7 @@ impl Runner for InstantRunner {
             oci_runtime: "runc".into(),
             limits: spec.limits.clone(),
             network: None,
+            install: None,
         })
     }
     async fn image_digest(&self, _image: &str) -> Result<String, SandboxError> {

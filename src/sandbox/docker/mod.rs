@@ -343,7 +343,7 @@ impl Runner for DockerRunner {
                 };
                 let line = format!(
                     "{}\n",
-                    base64::engine::general_purpose::STANDARD.encode(&spec.command)
+                    base64::engine::general_purpose::STANDARD.encode(spec.run_script())
                 );
                 (launched, Some(line.into_bytes()))
             }

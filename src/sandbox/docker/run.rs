@@ -105,7 +105,15 @@ pub(super) async fn drive(
     let mut stdout = Capture::new(limits.output_bytes);
     let mut stderr = Capture::new(limits.output_bytes);
     let mut phase = Phase::Running;
-    let mut wake = started + Duration::from_secs(limits.timeout_secs);
+    // With an install step the first deadline is the install's; the test's starts at the
+    // install's marker.
+    let mut install = spec.install.as_ref().map(InstallWatch::new);
+    let mut wake = started
+        + Duration::from_secs(match &spec.install {
+            Some(step) => step.timeout_secs,
+            None => limits.timeout_secs,
+        });
+    let mut test_started = started;
     let mut timed_out = false;
     let mut cancelled = false;
     let mut output_done = false;
@@ -129,7 +137,10 @@ pub(super) async fn drive(
             }
             _ = tokio::time::sleep_until(wake) => match phase {
                 Phase::Running => {
-                    timed_out = true;
+                    match install.as_mut().filter(|w| w.exit_code.is_none()) {
+                        Some(watch) => watch.timed_out = true,
+                        None => timed_out = true,
+                    }
                     signalled = true;
                     signal(&mut kills, docker, id, "SIGTERM");
                     phase = Phase::Terminating;
@@ -189,7 +200,19 @@ pub(super) async fn drive(
             item = output.next(), if !output_done => match item {
                 None => output_done = true,
                 Some(Ok(LogOutput::StdOut { message })) => stdout.push(&message),
-                Some(Ok(LogOutput::StdErr { message })) => stderr.push(&message),
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    stderr.push(&message);
+                    if let Some(watch) = install.as_mut().filter(|w| w.exit_code.is_none()) {
+                        if let Some(code) = watch.scan(&message) {
+                            watch.exit_code = Some(code);
+                            watch.duration = started.elapsed();
+                            test_started = Instant::now();
+                            if phase == Phase::Running && !watch.timed_out {
+                                wake = test_started + Duration::from_secs(limits.timeout_secs);
+                            }
+                        }
+                    }
+                }
                 // Without a TTY the engine only sends stdout and stderr frames.
                 Some(Ok(_)) => {}
                 Some(Err(source)) => {
@@ -208,7 +231,17 @@ pub(super) async fn drive(
             wake = Instant::now() + EXIT_TIMEOUT;
         }
     }
-    let duration = started.elapsed();
+    let duration = test_started.elapsed();
+    let install = install.map(|mut watch| {
+        if watch.exit_code.is_none() {
+            watch.duration = started.elapsed();
+        }
+        crate::sandbox::InstallOutcome {
+            duration_ms: u64::try_from(watch.duration.as_millis()).unwrap_or(u64::MAX),
+            exit_code: watch.exit_code,
+            timed_out: watch.timed_out,
+        }
+    });
     if let Some(source) = read_error {
         return Err(SandboxError::ReadTree {
             path: tree.path.clone(),
@@ -267,7 +300,57 @@ pub(super) async fn drive(
         oci_runtime: runtime,
         limits: spec.limits.clone(),
         network: None,
+        install,
     })
+}
+
+/// Watches stderr for the install step's marker line (`<marker><code>\n`), across chunk
+/// boundaries, keeping a bounded tail.
+struct InstallWatch {
+    marker: Vec<u8>,
+    tail: Vec<u8>,
+    exit_code: Option<i64>,
+    timed_out: bool,
+    duration: Duration,
+}
+
+impl InstallWatch {
+    /// Longest tail kept between chunks: the marker plus an exit code and a newline.
+    const KEEP: usize = 160;
+
+    fn new(step: &crate::sandbox::InstallStep) -> Self {
+        Self {
+            marker: step.marker().into_bytes(),
+            tail: Vec::new(),
+            exit_code: None,
+            timed_out: false,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// The installer's exit code once the whole marker line has arrived.
+    fn scan(&mut self, chunk: &[u8]) -> Option<i64> {
+        self.tail.extend_from_slice(chunk);
+        let found = self
+            .tail
+            .windows(self.marker.len())
+            .position(|w| w == self.marker.as_slice());
+        match found {
+            Some(at) => {
+                let rest = &self.tail[at + self.marker.len()..];
+                let end = rest.iter().position(|b| *b == b'\n')?;
+                let code = std::str::from_utf8(&rest[..end]).ok()?.trim().parse().ok();
+                code.or(Some(-1))
+            }
+            None => {
+                let keep = Self::KEEP.max(self.marker.len());
+                if self.tail.len() > keep {
+                    self.tail.drain(..self.tail.len() - keep);
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Where the run is in its shutdown sequence.
@@ -315,6 +398,33 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_install_marker_is_found_across_chunks() {
+        let step = crate::sandbox::InstallStep::new(5);
+        let mut watch = InstallWatch::new(&step);
+        let line = format!("pip says hi\n{}0\nthe test prints", step.marker());
+        let bytes = line.as_bytes();
+        let mut found = None;
+        for chunk in bytes.chunks(7) {
+            if let Some(code) = watch.scan(chunk) {
+                found = Some(code);
+                break;
+            }
+        }
+        assert_eq!(found, Some(0));
+        let mut other = InstallWatch::new(&crate::sandbox::InstallStep::new(5));
+        assert_eq!(
+            other.scan(line.as_bytes()),
+            None,
+            "another nonce's marker is not ours"
+        );
+        let mut failing = InstallWatch::new(&step);
+        assert_eq!(
+            failing.scan(format!("{}1\n", step.marker()).as_bytes()),
+            Some(1)
+        );
+    }
 
     #[test]
     fn capture_keeps_the_cap_and_counts_the_rest() {
