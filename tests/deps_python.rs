@@ -362,3 +362,51 @@ async fn vendored_node_modules_work_offline() {
     assert!(st["predicate"].get("dependencies").is_none());
     server.stop().await;
 }
+
+/// `inspect` shows the declared requirements; `scan` reports unpinned ones as low findings.
+#[test]
+fn inspect_shows_requirements_and_scan_reports_unpinned_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let skill = dir.path().join("unpinned");
+    std::fs::create_dir(&skill).unwrap();
+    std::fs::write(
+        skill.join("SKILL.md"),
+        skill_md(
+            "unpinned",
+            &[("verify-test", "true"), ("verify-runtime", "python")],
+        ),
+    )
+    .unwrap();
+    std::fs::write(skill.join("requirements.txt"), "six>=1.0\nidna==3.7\n").unwrap();
+    let bin = env!("CARGO_BIN_EXE_skill-verifier");
+    let out = Command::new(bin)
+        .args(["inspect", "--no-scan"])
+        .arg(&skill)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &facts["requirements"];
+    assert_eq!(r["path"], "requirements.txt");
+    assert_eq!(r["all_pinned"], false);
+    assert_eq!(r["items"][0]["name"], "six");
+    assert_eq!(r["items"][0]["pinned"], false);
+    assert_eq!(r["items"][1]["pinned"], true);
+    let out = Command::new(bin)
+        .args(["scan", "--format", "json"])
+        .arg(&skill)
+        .env("SKILL_VERIFIER_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unpinned: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "requirements_unpinned")
+        .collect();
+    assert_eq!(unpinned.len(), 1, "{report}");
+    assert_eq!(unpinned[0]["severity"], "low");
+    assert_eq!(unpinned[0]["category"], "dependencies");
+    assert_eq!(unpinned[0]["line"], 1);
+}
