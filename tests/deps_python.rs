@@ -410,3 +410,36 @@ fn inspect_shows_requirements_and_scan_reports_unpinned_ones() {
     assert_eq!(unpinned[0]["category"], "dependencies");
     assert_eq!(unpinned[0]["line"], 1);
 }
+
+/// The result cache serves a package whose requirements are all exact pins, and never one
+/// with an unpinned requirement: that one is resolved again every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_fully_pinned_requirements_are_served_from_the_result_cache() {
+    let Some(runner) = common::docker().await else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_path_buf();
+    let server = TestServer::start(runner, move |s| s.deps.cache_dir = Some(c)).await;
+    for (name, requirements, cached) in [
+        ("deps-pinned", "six==1.16.0\n", true),
+        ("deps-unpinned", "six>=1.15\n", false),
+    ] {
+        let first = submit(
+            &server,
+            python_skill(name, requirements, "python3 -c 'import six'"),
+        )
+        .await;
+        let job = server.wait(&first, 300).await;
+        assert_eq!(job.status.as_str(), "passed", "{name}");
+        let resp = server
+            .submit(python_skill(name, requirements, "python3 -c 'import six'"))
+            .await;
+        let body: Value = resp.json().await.unwrap();
+        let second = body["id"].as_str().unwrap().to_string();
+        assert_eq!(second == first, cached, "{name}: {body}");
+        let job = server.wait(&second, 300).await;
+        assert_eq!(job.status.as_str(), "passed", "{name}");
+    }
+    server.stop().await;
+}
