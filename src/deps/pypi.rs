@@ -70,6 +70,8 @@ else:
 /// Room on the fetch's tmpfs beyond the download cap, so a set just over the cap still
 /// lands and its largest file can be named.
 const HEADROOM: u64 = 256 * 1024 * 1024;
+/// How often a fetch whose pip failed is tried before the failure counts.
+const FETCH_TRIES: u64 = 3;
 /// pip's own memory, beyond what the tmpfs holds (tmpfs pages are charged to the container).
 const PIP_MEMORY: u64 = 512 * 1024 * 1024;
 
@@ -170,17 +172,33 @@ pub async fn fetch(
         .map_err(|e| ours("writing the fetch's files", &e))?
     };
     let spec = fetch_spec(base, policy, settings);
-    let outcome = runner
-        .run(&spec, &tree, cancel.clone())
-        .await
-        .map_err(|e| ours("running the dependency fetch", &e))?;
+    // pip's failures are retried: a dropped connection on the way to the index reads, in
+    // pip's words, like a distribution that does not exist ("from versions: none"). Seen
+    // under a loaded engine. A requirement that cannot be met fails every try.
+    let mut tries = 0;
+    let (outcome, report) = loop {
+        tries += 1;
+        let outcome = runner
+            .run(&spec, &tree, cancel.clone())
+            .await
+            .map_err(|e| ours("running the dependency fetch", &e))?;
+        if outcome.cancelled {
+            return Err(DepsError::Ours("cancelled".into()));
+        }
+        let newline = outcome.stdout.iter().position(|b| *b == b'\n');
+        let report: Option<Report> =
+            newline.and_then(|n| serde_json::from_slice(&outcome.stdout[..n]).ok());
+        match &report {
+            Some(r) if r.status == "pip_failed" && tries < FETCH_TRIES => {
+                tracing::info!(tries, "pip failed; fetching again");
+                tokio::time::sleep(std::time::Duration::from_secs(2 * tries)).await;
+            }
+            _ => break (outcome, report),
+        }
+    };
     let _ = tokio::fs::remove_file(&tar_path).await;
-    if outcome.cancelled {
-        return Err(DepsError::Ours("cancelled".into()));
-    }
     let stdout = &outcome.stdout;
     let newline = stdout.iter().position(|b| *b == b'\n');
-    let report: Option<Report> = newline.and_then(|n| serde_json::from_slice(&stdout[..n]).ok());
     let Some(report) = report else {
         return Err(classify_silent(&outcome, settings, requirements));
     };
