@@ -177,7 +177,7 @@ impl Cache {
             if path.exists() {
                 std::fs::remove_file(&f.staged)?;
             } else {
-                std::fs::File::open(&f.staged)?.sync_all()?;
+                // Staged files are already synced (the fetch wrote them so).
                 std::fs::rename(&f.staged, &path)?;
             }
             files.push(CachedFile {

@@ -101,16 +101,11 @@ impl Default for DepsSettings {
 impl DepsSettings {
     /// The index's host, lowercased (validated settings always have one).
     pub fn index_host(&self) -> Option<String> {
-        let rest = self
-            .python_index
-            .strip_prefix("https://")
-            .or_else(|| self.python_index.strip_prefix("http://"))?;
-        let authority = rest.split(['/', '?', '#']).next()?;
-        let host = authority.rsplit('@').next()?;
-        let host = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next()?.to_string(),
-            None => host.split(':').next()?.to_string(),
-        };
+        let url = reqwest::Url::parse(&self.python_index).ok()?;
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         (!host.is_empty()).then(|| host.to_ascii_lowercase())
     }
 
@@ -393,13 +388,12 @@ pub fn tree_with_dists(
     let hashing = crate::digest::HashingWriter::new(std::io::BufWriter::new(file));
     let mut builder = tar::Builder::new(hashing);
     let mut footprint: u64 = 0;
-    const PAGE: u64 = 4096;
     let mut archive = tar::Archive::new(std::fs::File::open(tree)?);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let header = entry.header().clone();
         let len = header.size()?;
-        footprint = footprint.saturating_add((len.div_ceil(PAGE) + 1) * PAGE);
+        footprint = footprint.saturating_add(crate::package::file_footprint(len));
         builder.append(&header, &mut entry)?;
     }
     let mut dir = tar::Header::new_gnu();
@@ -408,7 +402,7 @@ pub fn tree_with_dists(
     dir.set_mtime(0);
     dir.set_size(0);
     builder.append_data(&mut dir, format!("{folder}/"), std::io::empty())?;
-    footprint = footprint.saturating_add(PAGE);
+    footprint = footprint.saturating_add(crate::package::file_footprint(0));
     for f in &set.files {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -421,7 +415,7 @@ pub fn tree_with_dists(
             format!("{folder}/{}", f.dependency.filename),
             data,
         )?;
-        footprint = footprint.saturating_add((f.bytes.div_ceil(PAGE) + 1) * PAGE);
+        footprint = footprint.saturating_add(crate::package::file_footprint(f.bytes));
     }
     let (writer, sha256, len) = builder.into_inner()?.finish();
     writer.into_inner().map_err(|e| e.into_error())?;

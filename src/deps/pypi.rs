@@ -176,7 +176,7 @@ pub async fn fetch(
     // pip's words, like a distribution that does not exist ("from versions: none"). Seen
     // under a loaded engine. A requirement that cannot be met fails every try.
     let mut tries = 0;
-    let (outcome, report) = loop {
+    let (outcome, report, newline) = loop {
         tries += 1;
         let outcome = runner
             .run(&spec, &tree, cancel.clone())
@@ -193,12 +193,11 @@ pub async fn fetch(
                 tracing::info!(tries, "pip failed; fetching again");
                 tokio::time::sleep(std::time::Duration::from_secs(2 * tries)).await;
             }
-            _ => break (outcome, report),
+            _ => break (outcome, report, newline),
         }
     };
     let _ = tokio::fs::remove_file(&tar_path).await;
     let stdout = &outcome.stdout;
-    let newline = stdout.iter().position(|b| *b == b'\n');
     let Some(report) = report else {
         return Err(classify_silent(&outcome, settings, requirements));
     };
@@ -379,25 +378,10 @@ pub fn parse_filename(file: &str) -> Option<(String, String)> {
     if name.is_empty() || version.is_empty() {
         return None;
     }
-    Some((normalize(name), version.to_string()))
-}
-
-/// PEP 503: lowercase, runs of `-`, `_`, `.` become one `-`.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
+    Some((
+        crate::package::requirements::normalize(name),
+        version.to_string(),
+    ))
 }
 
 /// Takes the driver's tar apart into `dir`: only the regular files the status line listed,
@@ -475,7 +459,7 @@ pub fn write_tar(path: &Path, files: &[(&str, &[u8])]) -> std::io::Result<TreeTa
         header.set_mtime(0);
         header.set_size(bytes.len() as u64);
         builder.append_data(&mut header, name, *bytes)?;
-        footprint += ((bytes.len() as u64).div_ceil(4096) + 1) * 4096;
+        footprint += crate::package::file_footprint(bytes.len() as u64);
     }
     let (file, sha256, len) = builder.into_inner()?.finish();
     file.sync_all()?;

@@ -1021,18 +1021,8 @@ mod tests {
             duration_ms: 5,
             timed_out,
             oom_killed,
-            output_truncated: false,
-            cancelled: false,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            stdout_sha256: crate::digest::Sha256Digest::of(b""),
-            stderr_sha256: crate::digest::Sha256Digest::of(b""),
-            image: spec.image.clone(),
-            image_digest: "sha256:00".into(),
             oci_runtime: "runc".into(),
-            limits: spec.limits,
-            network: None,
-            install: None,
+            ..not_run(&spec, "sha256:00")
         }
     }
 

@@ -295,10 +295,14 @@ const PAGE: u64 = 4096;
 /// Bytes a tree occupies on a tmpfs: whole pages per file, plus a page per entry for
 /// directories and slack.
 pub fn tree_footprint(entries: &[TreeEntry]) -> u64 {
-    entries.iter().fold(0u64, |acc, e| {
-        let pages = e.len.div_ceil(PAGE).saturating_add(1);
-        acc.saturating_add(pages.saturating_mul(PAGE))
-    })
+    entries
+        .iter()
+        .fold(0u64, |acc, e| acc.saturating_add(file_footprint(e.len)))
+}
+
+/// Bytes one entry of `len` bytes occupies on a tmpfs: its whole pages plus one.
+pub fn file_footprint(len: u64) -> u64 {
+    len.div_ceil(PAGE).saturating_add(1).saturating_mul(PAGE)
 }
 
 /// One entry of a validated tree, in canonical (sorted by path bytes) order.

@@ -498,7 +498,7 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// PEP 503: lowercase, runs of `-`, `_` and `.` become one `-`.
-fn normalize(name: &str) -> String {
+pub fn normalize(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if !matches!(c, '-' | '_' | '.') {
