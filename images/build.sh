@@ -6,6 +6,11 @@
 #   images/build.sh RUNTIME IMAGE     e.g. images/build.sh python skill-verifier/runner-python:dev
 #   SINK_BINARY=path images/build.sh sink IMAGE   the network sink (see src/sink)
 #
+# Every image carries two labels, which make up its identity across engines (an image built
+# locally gets a different ID on each engine; see docs/engines.md):
+#   dev.skill-verifier.recipe    RECIPE_DIGEST from the caller: this script and the runtime;
+#   dev.skill-verifier.packages  sha256 of the sorted "package version" list in the image.
+#
 # Needs root (debootstrap), a Debian mirror (MIRROR, default deb.debian.org) and a Docker
 # engine reachable by the `docker` CLI. Installs debootstrap with apt-get when missing.
 # `skill-verifier images prepare` calls this script for every configured image that is
@@ -112,6 +117,23 @@ esac
 
 finish_rootfs
 
+# What is in the image, package by package: two builds of the same recipe at different times
+# can pick up different Debian point releases, and then they are different images.
+package_list() {
+    if [ -f "$root/var/lib/dpkg/status" ]; then
+        awk '/^Package:/ { p = $2 } /^Version:/ { print p " " $2 }' "$root/var/lib/dpkg/status"
+    fi
+    for deb in "$work"/*.deb; do
+        if [ -f "$deb" ]; then
+            printf '%s %s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)"
+        fi
+    done
+    if [ "$runtime" = sink ]; then
+        printf 'skill-verifier %s\n' "$(sha256sum "$root/usr/local/bin/skill-verifier" | cut -d' ' -f1)"
+    fi
+}
+packages="$(package_list | LC_ALL=C sort | sha256sum | cut -d' ' -f1)"
+
 log "docker import -> $image"
 tar --numeric-owner -C "$root" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -119,6 +141,8 @@ tar --numeric-owner -C "$root" -c . | docker import \
     --change 'WORKDIR /work' \
     --change 'USER 65534:65534' \
     --change 'CMD ["sh"]' \
+    --change "LABEL dev.skill-verifier.recipe=${RECIPE_DIGEST:-unknown}" \
+    --change "LABEL dev.skill-verifier.packages=$packages" \
     --message "skill-verifier runner ($runtime, $suite)" \
     - "$image" >&2
 log "done: $image"

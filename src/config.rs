@@ -45,7 +45,8 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Worker count; 0 means automatic: twice the cores, at least 4. A worker spends its
+    /// Worker count; 0 means automatic: the sum of the engines' capacities when
+    /// `[[sandbox.engines]]` is set, else twice the cores, at least 4. A worker spends its
     /// job waiting on the engine (create, start, exit), not computing, and on a 2-core
     /// machine the engine's start path saturates at about 4 concurrent starts: fewer
     /// workers leave the engine idle between jobs, more only queue inside the engine.
@@ -540,16 +541,35 @@ impl Settings {
             .unwrap_or_else(|| self.data_dir().join("deps"))
     }
 
-    /// Worker count with 0 resolved to twice the cores, at least 4 (see
-    /// [`ServerSettings::workers`]).
+    /// Worker count with 0 resolved (see [`ServerSettings::workers`]): with
+    /// `[[sandbox.engines]]`, the sum of their capacities; else twice the cores, at least 4.
     pub fn workers(&self) -> usize {
         match self.server.workers {
+            0 if !self.sandbox.engines.is_empty() => self
+                .engines()
+                .iter()
+                .map(|e| e.capacity)
+                .sum::<usize>()
+                .max(1),
             0 => std::thread::available_parallelism()
                 .map(|n| n.get().saturating_mul(2))
                 .unwrap_or(1)
                 .max(4),
             n => n,
         }
+    }
+
+    /// The engines to drive (see [`crate::sandbox::engines`]): `[[sandbox.engines]]`, else
+    /// one from Docker's environment whose capacity is the worker count.
+    pub fn engines(&self) -> Vec<crate::sandbox::EngineTarget> {
+        let implicit = match self.server.workers {
+            0 if self.sandbox.engines.is_empty() => std::thread::available_parallelism()
+                .map(|n| n.get().saturating_mul(2))
+                .unwrap_or(1)
+                .max(4),
+            n => n.max(1),
+        };
+        crate::sandbox::engines::targets(&self.sandbox.engines, implicit)
     }
 }
 
@@ -595,6 +615,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// The sandbox policy: every limit present and sane, never root, never the host's network.
 fn validate_sandbox(p: &Policy) -> Result<(), ConfigError> {
+    crate::sandbox::engines::validate(&p.engines).map_err(|(key, reason)| invalid(key, reason))?;
     let mode = match crate::sandbox::NetworkMode::parse(&p.network) {
         Some(mode) => mode,
         None => {

@@ -398,22 +398,46 @@ pub async fn keys(State(state): State<AppState>) -> Json<Keys> {
     })
 }
 
-/// Liveness, with Docker reachability.
+/// How long `/health` waits for the engines' pings (each engine gets
+/// [`crate::sandbox::engines::HEALTH_PING`] of it).
+const PING_BUDGET: Duration = Duration::from_secs(3);
+
+/// Liveness, with the reachability of every engine and of the store.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let runner = state.scheduler.verifier().runner.clone();
-    let docker = match tokio::time::timeout(Duration::from_secs(3), runner.ping()).await {
-        Ok(Ok(())) => DockerHealth {
+    // Every engine is probed at once, each within PING_BUDGET.
+    let engines = match tokio::time::timeout(PING_BUDGET, runner.engines()).await {
+        Ok(engines) => engines,
+        Err(_) => vec![crate::sandbox::EngineHealth {
+            name: "engines".into(),
+            transport: String::new(),
+            reachable: false,
+            error: Some(format!("no answer within {}s", PING_BUDGET.as_secs())),
+            capacity: 0,
+            running: 0,
+        }],
+    };
+    let docker = match engines.iter().find(|e| e.reachable) {
+        Some(_) => DockerHealth {
             reachable: true,
             error: None,
         },
-        Ok(Err(e)) => DockerHealth {
+        None => DockerHealth {
             reachable: false,
-            error: Some(e.to_string()),
-        },
-        Err(_) => DockerHealth {
-            reachable: false,
-            error: Some("no answer within 3s".into()),
+            error: Some(
+                engines
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e.name,
+                            e.error.as_deref().unwrap_or("unreachable")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
         },
     };
     let store = state.scheduler.store().clone();
@@ -439,6 +463,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         status: "ok".into(),
         version: crate::VERSION.into(),
         docker,
+        engines,
         queue_depth,
         store: store_health,
     })

@@ -187,8 +187,11 @@ pub struct Health {
     pub status: String,
     /// The verifier version.
     pub version: String,
-    /// Whether the Docker engine answers.
+    /// Whether a Docker engine answers (any of them, when there are several).
     pub docker: DockerHealth,
+    /// Each engine (`[[sandbox.engines]]`, else the one named `default`): whether it
+    /// answers, its capacity and the jobs running on it.
+    pub engines: Vec<crate::sandbox::EngineHealth>,
     /// Jobs waiting.
     pub queue_depth: u64,
     /// The job store and whether it answers.

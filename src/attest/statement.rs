@@ -194,6 +194,11 @@ pub struct Environment {
     /// before it was recorded, which must keep verifying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// The engine that ran the test, by its configured name (`[[sandbox.engines]]`;
+    /// `default` for the implicit one). Absent when the test did not run, and in
+    /// statements made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Every limit.
     pub limits: RunLimits,
 }

@@ -35,46 +35,49 @@ pub fn run(cmd: ImagesCommand, settings: &Settings) -> anyhow::Result<u8> {
         .build()?;
     let images = settings.sandbox.images.clone();
     let sink_image = settings.sandbox.sink_image.clone();
+    let engines = settings.engines();
     runtime.block_on(async move {
-        let runner = match DockerRunner::connect().await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(EXIT_ERROR);
-            }
-        };
         let options = PrepareOptions {
             no_pull: args.no_pull,
             force_build: args.rebuild,
         };
-        let mut progress = |line: &str| eprintln!("images: {line}");
-        match prepare(&runner, &images, options, &mut progress).await {
-            Ok(done) => {
-                for image in done {
-                    println!(
-                        "{}\t{}\t{}",
-                        image.runtime.as_str(),
-                        image.image,
-                        image.digest
-                    );
+        // Every engine gets every image: a job may go to any of them.
+        for target in engines {
+            let name = target.name.clone();
+            let runner = match DockerRunner::connect_to(target).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: engine {name}: {e}");
+                    return Ok(EXIT_ERROR);
+                }
+            };
+            let mut progress = |line: &str| eprintln!("images[{name}]: {line}");
+            match prepare(&runner, &images, options, &mut progress).await {
+                Ok(done) => {
+                    for image in done {
+                        println!(
+                            "{}\t{}\t{}\t{name}",
+                            image.runtime.as_str(),
+                            image.image,
+                            image.digest
+                        );
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: engine {name}: {e}");
+                    return Ok(EXIT_ERROR);
                 }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(EXIT_ERROR);
+            // The network sink's image, whatever the configured mode: a later run may ask
+            // for `observe` without preparing again.
+            match prepare_sink(&runner, &sink_image, options, &mut progress).await {
+                Ok(done) => println!("sink\t{}\t{}\t{name}", done.image, done.digest),
+                Err(e) => {
+                    eprintln!("error: engine {name}: {e}");
+                    return Ok(EXIT_ERROR);
+                }
             }
         }
-        // The network sink's image, whatever the configured mode: a later run may ask
-        // for `observe` without preparing again.
-        match prepare_sink(&runner, &sink_image, options, &mut progress).await {
-            Ok(done) => {
-                println!("sink\t{}\t{}", done.image, done.digest);
-                Ok(EXIT_OK)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(EXIT_ERROR)
-            }
-        }
+        Ok(EXIT_OK)
     })
 }

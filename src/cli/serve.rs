@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::api::Daemon;
 use crate::config::Settings;
-use crate::sandbox::DockerRunner;
+use crate::sandbox::{DockerRunner, Engines};
 
 /// Arguments.
 #[derive(Debug, Args)]
@@ -51,27 +51,25 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let runner = DockerRunner::connect()
-            .await
-            .context("connecting to the Docker engine")?
-            .with_background_removal()
-            .with_warm_pool(settings.server.warm_containers);
-        if let Err(e) = runner
-            .require_runtime(settings.sandbox.runtime_name())
-            .await
-        {
-            eprintln!("error: {e}");
-            return Ok(crate::cli::EXIT_ERROR);
-        }
-        // Containers of CLI runs that died without cleaning up (see sandbox lease); this
-        // daemon's own leftovers are reaped by instance when the daemon opens.
-        match runner.reap_dead_leases().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed containers of dead CLI runs"),
-            Err(e) => tracing::warn!(error = %e, "could not reap containers of dead CLI runs"),
-        }
-        if !args.no_prepare {
-            prepare_images(&runner, &settings).await;
+        let runner = match connect_engines(&settings).await {
+            Ok(runner) => runner,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(crate::cli::EXIT_ERROR);
+            }
+        };
+        for engine in runner.runners() {
+            // Containers of CLI runs that died without cleaning up (see sandbox lease);
+            // this daemon's own leftovers are reaped by instance when the daemon opens.
+            let name = &engine.target().name;
+            match engine.reap_dead_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(engine = %name, removed = n, "removed containers of dead CLI runs"),
+                Err(e) => tracing::warn!(engine = %name, error = %e, "could not reap containers of dead CLI runs"),
+            }
+            if !args.no_prepare {
+                prepare_images(engine, &settings).await;
+            }
         }
         let daemon = Daemon::open(settings.clone(), Arc::new(runner)).await?;
         for key_id in &args.retire_keys {
@@ -97,11 +95,34 @@ pub fn run(args: ServeArgs, mut settings: Settings) -> anyhow::Result<u8> {
     })
 }
 
+/// Connects every engine (`[[sandbox.engines]]`, else Docker's environment) and checks that
+/// each has the configured OCI runtime. An engine that does not answer stops the start, with
+/// its name: a daemon never starts on fewer engines than configured without saying so.
+async fn connect_engines(settings: &Settings) -> Result<Engines, String> {
+    let mut runners = Vec::new();
+    for target in settings.engines() {
+        let (name, host) = (target.name.clone(), target.host.clone());
+        let runner = DockerRunner::connect_to(target)
+            .await
+            .map_err(|e| format!("engine {name} ({host}): {e}"))?
+            .with_background_removal()
+            .with_warm_pool(settings.server.warm_containers);
+        runner
+            .require_runtime(settings.sandbox.runtime_name())
+            .await
+            .map_err(|e| format!("engine {name} ({host}): {e}"))?;
+        tracing::info!(engine = %name, host = %host, transport = runner.target().transport(), capacity = runner.target().capacity, "engine connected");
+        runners.push(runner);
+    }
+    Ok(Engines::new(runners))
+}
+
 /// Makes sure every configured runner image exists; a failure is logged, not fatal (the
 /// daemon still serves, `/health` and job errors say what is missing).
 async fn prepare_images(runner: &DockerRunner, settings: &Settings) {
     use crate::sandbox::images::{prepare, PrepareOptions};
-    let mut progress = |line: &str| tracing::info!("images: {line}");
+    let engine = runner.target().name.clone();
+    let mut progress = |line: &str| tracing::info!(engine = %engine, "images: {line}");
     match prepare(
         runner,
         &settings.sandbox.images,

@@ -247,8 +247,17 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
 /// Connects to the engine and checks that it has the configured OCI runtime (the engine's
 /// info answers both: it is the ping); the error is the message to print.
 async fn engine(settings: &Settings) -> Result<DockerRunner, String> {
-    let runner = DockerRunner::connect().await.map_err(|e| {
-        format!("{e} (is the Docker engine running? set DOCKER_HOST for a remote one)")
+    // A daemon-less run uses the first engine (`[[sandbox.engines]]`, else DOCKER_HOST).
+    let target = settings
+        .engines()
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no Docker engine configured".to_string())?;
+    let name = target.name.clone();
+    let runner = DockerRunner::connect_to(target).await.map_err(|e| {
+        format!(
+            "engine {name}: {e} (is the Docker engine running? set DOCKER_HOST for a remote one)"
+        )
     })?;
     match runner
         .require_runtime(settings.sandbox.runtime_name())

@@ -43,9 +43,9 @@ use crate::store::{
 pub use metrics::Metrics;
 pub use pipeline::{Attempt, PipelineError, Verifier};
 
-/// How long a resolved image digest is trusted before asking the engine again (cache keys
+/// How long a resolved image identity is trusted before asking the engine again (cache keys
 /// use it; `images prepare` replacing an image takes effect within this time).
-const IMAGE_DIGEST_TTL: Duration = Duration::from_secs(30);
+const IMAGE_IDENTITY_TTL: Duration = Duration::from_secs(30);
 /// How often idle workers look at the queue even without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 /// Deadline for one store call from a worker.
@@ -122,7 +122,7 @@ struct Inner {
     running: Mutex<HashMap<JobId, RunningJob>>,
     metrics: Arc<Metrics>,
     stopping: CancellationToken,
-    image_digests: Mutex<HashMap<String, (String, Instant)>>,
+    image_identities: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// The job scheduler: accepts uploads, runs workers, cancels, recovers, shuts down.
@@ -163,7 +163,7 @@ impl Scheduler {
                 running: Mutex::new(HashMap::new()),
                 metrics,
                 stopping: CancellationToken::new(),
-                image_digests: Mutex::new(HashMap::new()),
+                image_identities: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -469,13 +469,15 @@ impl Scheduler {
             }
             _ => String::new(),
         };
-        let digest = self.image_digest(&image).await?;
+        // What the image is made of, not one engine's ID for it: daemons with different
+        // engines share the cache (see `Runner::image_identity`).
+        let identity = self.image_identity(&image).await?;
         let mut h = Sha256::new();
         for part in [
             deps.as_str(),
             package.tree_sha256.to_hex().as_str(),
             &image,
-            &digest,
+            &identity,
             &serde_json::to_string(policy).ok()?,
             &inner.verifier.scan.policy.sha256().to_hex(),
             &inner.verifier.scan.scanner.rules_sha256().to_hex(),
@@ -488,28 +490,28 @@ impl Scheduler {
         Some(Sha256Digest::finish(h).to_hex())
     }
 
-    async fn image_digest(&self, image: &str) -> Option<String> {
+    async fn image_identity(&self, image: &str) -> Option<String> {
         let inner = &self.inner;
         {
             let memo = inner
-                .image_digests
+                .image_identities
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if let Some((digest, at)) = memo.get(image) {
-                if at.elapsed() < IMAGE_DIGEST_TTL {
+                if at.elapsed() < IMAGE_IDENTITY_TTL {
                     return Some(digest.clone());
                 }
             }
         }
         let digest = tokio::time::timeout(
             Duration::from_secs(10),
-            inner.verifier.runner.image_digest(image),
+            inner.verifier.runner.image_identity(image),
         )
         .await
         .ok()?
         .ok()?;
         inner
-            .image_digests
+            .image_identities
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(image.to_string(), (digest.clone(), Instant::now()));

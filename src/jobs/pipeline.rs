@@ -596,6 +596,7 @@ fn not_run(spec: &ContainerSpec, image_digest: &str) -> RunOutcome {
         limits: spec.limits.clone(),
         network: None,
         install: None,
+        engine: None,
     }
 }
 
@@ -893,6 +894,7 @@ pub fn build_statement(ran: &Ran, verifier_id: &str, scan: &crate::scan::Stage) 
                 isolation: Some(crate::attest::statement::Isolation {
                     runtime: o.oci_runtime.clone(),
                 }),
+                engine: o.engine.clone(),
                 limits: o.limits.clone(),
             },
             test: TestInfo {

@@ -61,6 +61,7 @@ impl Runner for GateRunner {
             limits: spec.limits.clone(),
             network: None,
             install: None,
+            engine: None,
         })
     }
 

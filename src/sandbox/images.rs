@@ -23,19 +23,25 @@ pub const BUILD_SCRIPT: &str = include_str!("../../images/build.sh");
 /// builds it instead of finding the old image present, and the result cache, keyed by the
 /// image, never serves a result of the old one.
 pub fn default_image(runtime: Runtime) -> String {
+    format!(
+        "skill-verifier/runner-{}:{}",
+        runtime.as_str(),
+        &recipe_digest(runtime.as_str())[..12]
+    )
+}
+
+/// The digest of a recipe: [`BUILD_SCRIPT`] and the recipe's name (a runtime, or `sink`).
+/// Default tags carry its first 12 hex digits; every image the script builds carries all
+/// of it in the label `dev.skill-verifier.recipe`.
+pub fn recipe_digest(recipe: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(BUILD_SCRIPT.as_bytes());
     h.update([0]);
-    h.update(runtime.as_str().as_bytes());
-    format!(
-        "skill-verifier/runner-{}:{}",
-        runtime.as_str(),
-        &hex::encode(h.finalize())[..12]
-    )
+    h.update(recipe.as_bytes());
+    hex::encode(h.finalize())
 }
 
-/// How an image came to be present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
     /// It was already there.
@@ -128,7 +134,7 @@ async fn ensure(
     progress(&format!(
         "{name}: building {image} from Debian packages (this takes a few minutes)"
     ));
-    build(runtime.as_str(), image, &[]).await?;
+    build(runner, runtime.as_str(), image, &[]).await?;
     if runner.image_present(image).await? {
         Ok(Prepared::Built)
     } else {
@@ -159,7 +165,13 @@ pub async fn prepare_sink(
             "sink: building {image} from Debian packages and {} (this takes a few minutes)",
             exe.display()
         ));
-        build("sink", image, &[("SINK_BINARY", exe.as_os_str())]).await?;
+        build(
+            runner,
+            "sink",
+            image,
+            &[("SINK_BINARY", exe.as_os_str().to_owned())],
+        )
+        .await?;
         Prepared::Built
     };
     let digest = runner.image_digest(image).await?;
@@ -182,12 +194,15 @@ pub struct PreparedSink {
     pub digest: String,
 }
 
-/// Runs the embedded recipe `recipe` (a runtime's name, or `sink`), tagging the result
-/// `image`, with `env` added. The script's own progress goes to this process's stderr.
+/// Runs the embedded recipe `recipe` (a runtime's name, or `sink`) against `runner`'s
+/// engine (its `DOCKER_HOST` and TLS files), tagging the result `image`, with `env` added
+/// and the recipe's digest as `RECIPE_DIGEST`. The script's own progress goes to this
+/// process's stderr.
 pub async fn build(
+    runner: &DockerRunner,
     recipe: &str,
     image: &str,
-    env: &[(&str, &std::ffi::OsStr)],
+    env: &[(&str, std::ffi::OsString)],
 ) -> Result<(), SandboxError> {
     let err = |message: String| SandboxError::Image {
         image: image.to_string(),
@@ -206,7 +221,10 @@ pub async fn build(
         .arg(script.path())
         .arg(recipe)
         .arg(image)
-        .envs(env.iter().copied())
+        // The engine this runner drives, for the script's `docker` CLI.
+        .envs(runner.target().docker_cli_env())
+        .env("RECIPE_DIGEST", recipe_digest(recipe))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

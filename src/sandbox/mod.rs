@@ -16,6 +16,7 @@
 //! wall-clock deadline is the daemon's own, and the container is always removed.
 
 pub mod docker;
+pub mod engines;
 pub mod images;
 pub mod spec;
 
@@ -31,6 +32,7 @@ use crate::package::{Runtime, TreeTar};
 
 pub use docker::lease::LABEL_LEASE;
 pub use docker::DockerRunner;
+pub use engines::{EngineSettings, EngineTarget, Engines};
 pub use spec::{spec_for, ContainerSpec, InstallStep, Isolation, NetworkMode, Policy, RunLimits};
 
 /// Label key every container carries: the daemon instance that created it.
@@ -81,6 +83,9 @@ pub struct RunOutcome {
     /// above then describe the test alone (its duration starts after the install).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<InstallOutcome>,
+    /// The engine that ran the container (its configured name, see [`engines`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// What the install step did ([`InstallStep`]).
@@ -104,7 +109,7 @@ pub struct InstallOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// The Docker engine could not be reached (connecting or negotiating the API version).
-    #[error("connecting to the Docker engine: {0}")]
+    #[error("connecting to the Docker engine: {}", causes(.0))]
     Connect(#[source] BollardError),
     /// The engine did not answer a ping.
     #[error("pinging the Docker engine: {}", docker::reply(.0))]
@@ -242,6 +247,8 @@ pub enum SandboxError {
         registered: Vec<String>,
     },
     /// The image's `tar` could not unpack the skill's tree inside the container.
+    #[error("engine {engine}: {message}")]
+    EngineTls { engine: String, message: String },
     #[error("unpacking the skill's tree in the container failed: {0}")]
     Unpack(String),
     /// Building a runner image failed.
@@ -255,6 +262,22 @@ pub enum SandboxError {
 }
 
 /// Runs container specs. The real one is [`DockerRunner`]; tests of callers may use a double.
+/// An error and its causes in one line (`a: b: c`): a refused TLS handshake is only named
+/// at the bottom of bollard's chain.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 #[async_trait]
 pub trait Runner: Send + Sync {
     /// Runs `spec` with the normalised tar `tree` unpacked as the working copy. Cancelling
@@ -269,8 +292,33 @@ pub trait Runner: Send + Sync {
     /// The content digest of an image reference (`sha256:...`), or `ImageMissing`.
     async fn image_digest(&self, image: &str) -> Result<String, SandboxError>;
 
+    /// What the image is, the same on every engine: the result cache's key. An image
+    /// built locally gets a different ID on each engine, so where the image carries our
+    /// build's labels (`dev.skill-verifier.recipe` and `dev.skill-verifier.packages`, see
+    /// `images/build.sh`) they are its identity; otherwise its ID (which a pulled image
+    /// keeps everywhere: it is the digest of its config). Defaults to [`image_digest`].
+    ///
+    /// [`image_digest`]: Runner::image_digest
+    async fn image_identity(&self, image: &str) -> Result<String, SandboxError> {
+        self.image_digest(image).await
+    }
+
     /// Whether the engine answers (for `/health`).
     async fn ping(&self) -> Result<(), SandboxError>;
+
+    /// Each engine and whether it answers (for `/health`); one entry, `default`, unless the
+    /// runner drives several.
+    async fn engines(&self) -> Vec<EngineHealth> {
+        let result = self.ping().await;
+        vec![EngineHealth {
+            name: engines::DEFAULT_ENGINE.into(),
+            transport: "unix".into(),
+            reachable: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            capacity: 0,
+            running: 0,
+        }]
+    }
 
     /// Starts filling the warm pool for `spec`'s shape in the background, so even the
     /// first job of that shape finds a started container; runners without a pool ignore it.
@@ -282,6 +330,38 @@ pub trait Runner: Send + Sync {
 
     /// Removes every container carrying `LABEL_INSTANCE = instance`; returns how many.
     async fn reap(&self, instance: &str) -> Result<usize, SandboxError>;
+}
+
+/// One engine in `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EngineHealth {
+    /// Its configured name (`default` for the implicit engine).
+    pub name: String,
+    /// `unix`, `plain` (TCP without TLS) or `tls`.
+    pub transport: String,
+    /// The engine answered a ping.
+    pub reachable: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Most jobs at once on it.
+    pub capacity: usize,
+    /// Jobs running on it now.
+    pub running: usize,
+}
+
+impl EngineHealth {
+    /// `target`'s entry after a ping that failed with `error` (or answered).
+    pub fn of(target: &EngineTarget, error: Option<SandboxError>) -> Self {
+        Self {
+            name: target.name.clone(),
+            transport: target.transport().into(),
+            reachable: error.is_none(),
+            error: error.map(|e| e.to_string()),
+            capacity: target.capacity,
+            running: 0,
+        }
+    }
 }
 
 /// The runtime -> image map (the config's `[sandbox.images]`).

@@ -184,6 +184,12 @@ pub struct Policy {
     /// Expert override: any OCI runtime registered with the engine, used instead of the
     /// tier's. The attestation records whichever runtime actually ran.
     pub oci_runtime: Option<String>,
+    /// The Docker engines to run on (`[[sandbox.engines]]`, see
+    /// [`crate::sandbox::engines`]); empty: one engine from `DOCKER_HOST`,
+    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`. Where a job runs is not part of the
+    /// policy's identity (the result cache key), so it is never serialised.
+    #[serde(skip_serializing)]
+    pub engines: Vec<super::EngineSettings>,
 }
 
 /// The network mode (`[sandbox] network`).
@@ -279,6 +285,7 @@ impl Default for Policy {
             user: "65534:65534".into(),
             isolation: Isolation::Runc,
             oci_runtime: None,
+            engines: Vec::new(),
         }
     }
 }

@@ -54,6 +54,7 @@ pub fn sample_statement(tree: Sha256Digest) -> Statement {
             isolation: Some(Isolation {
                 runtime: "runc".into(),
             }),
+            engine: Some("default".into()),
             limits,
         },
         test: TestInfo {

@@ -16,6 +16,7 @@ use skill_verifier::sandbox::{ContainerSpec, RunOutcome, Runner, SandboxError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+pub mod dockerd;
 pub mod engine;
 pub mod pg;
 
@@ -55,6 +56,7 @@ impl Runner for InstantRunner {
             limits: spec.limits.clone(),
             network: None,
             install: None,
+            engine: None,
         })
     }
     async fn image_digest(&self, _image: &str) -> Result<String, SandboxError> {

@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::sandbox::SandboxError;
+use crate::sandbox::{EngineTarget, SandboxError};
 
 /// Deadline for one ordinary API call (create, start, inspect, remove, ...).
 pub(super) const API_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,15 +77,58 @@ pub(super) async fn within<T>(
         })
 }
 
-/// Connects with the defaults (`DOCKER_HOST` or the local socket) and negotiates the API
-/// version (the engine may be older than bollard: 20.10 speaks API 1.41).
-pub(super) async fn connect() -> Result<Docker, SandboxError> {
-    let docker = Docker::connect_with_defaults()
-        .map_err(SandboxError::Connect)?
-        .with_timeout(CLIENT_TIMEOUT);
+/// Connects to `target` and negotiates the API version (the engine may be older than
+/// bollard: 20.10 speaks API 1.41). A TLS engine's files are checked first, each named in
+/// the error; the scheme decides the transport, never an inherited `DOCKER_TLS_VERIFY`.
+pub(super) async fn connect(target: &EngineTarget) -> Result<Docker, SandboxError> {
+    let timeout = CLIENT_TIMEOUT.as_secs();
+    let docker = match (&target.tls, target.host.split_once("://")) {
+        (Some(tls), _) => {
+            tls.check().map_err(|message| SandboxError::EngineTls {
+                engine: target.name.clone(),
+                message,
+            })?;
+            Docker::connect_with_ssl(
+                &target.host,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                timeout,
+                bollard::API_DEFAULT_VERSION,
+            )
+        }
+        (None, Some(("unix", _))) => {
+            Docker::connect_with_unix(&target.host, timeout, bollard::API_DEFAULT_VERSION)
+        }
+        (None, _) => Docker::connect_with_http(&target.host, timeout, bollard::API_DEFAULT_VERSION),
+    }
+    .map_err(SandboxError::Connect)?;
     within("connect", CONNECT_TIMEOUT, docker.negotiate_version())
         .await?
         .map_err(SandboxError::Connect)
+}
+
+/// The image's labels (`Config.Labels`), or `ImageMissing` on 404.
+pub(super) async fn image_labels(
+    docker: &Docker,
+    image: &str,
+) -> Result<(String, HashMap<String, String>), SandboxError> {
+    match within("inspect image", API_TIMEOUT, docker.inspect_image(image)).await? {
+        Ok(info) => {
+            let id = info.id.ok_or_else(|| SandboxError::ImageMissing {
+                image: image.to_string(),
+            })?;
+            let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+            Ok((id, labels))
+        }
+        Err(e) if status(&e) == Some(NOT_FOUND) => Err(SandboxError::ImageMissing {
+            image: image.to_string(),
+        }),
+        Err(source) => Err(SandboxError::InspectImage {
+            image: image.to_string(),
+            source,
+        }),
+    }
 }
 
 /// `GET /_ping`.

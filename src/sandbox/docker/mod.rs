@@ -48,7 +48,8 @@ use tokio_util::task::TaskTracker;
 use crate::package::TreeTar;
 
 use super::{
-    ContainerSpec, NetworkMode, RunOutcome, Runner, SandboxError, LABEL_INSTANCE, LABEL_JOB,
+    ContainerSpec, EngineTarget, NetworkMode, RunOutcome, Runner, SandboxError, LABEL_INSTANCE,
+    LABEL_JOB,
 };
 use pool::{Busy, WarmPool, POOL_TREE_BYTES};
 
@@ -60,10 +61,23 @@ pub(crate) fn reply(e: &BollardError) -> String {
     engine::reply(e)
 }
 
+/// The engine's HTTP status, when the error is an answer from the engine (`None` for a
+/// transport failure: refused, reset, timed out, TLS).
+pub(crate) fn engine_status(e: &BollardError) -> Option<u16> {
+    engine::status(e)
+}
+
+/// The image label that names the recipe an image was built from (`images/build.sh`).
+pub const LABEL_RECIPE: &str = "dev.skill-verifier.recipe";
+/// The image label with the digest of the image's package list (`images/build.sh`).
+pub const LABEL_PACKAGES: &str = "dev.skill-verifier.packages";
+
 /// Runs container specs against a Docker engine. Cheap to clone; safe to share across tasks.
 #[derive(Clone, Debug)]
 pub struct DockerRunner {
     docker: Docker,
+    /// The engine this runner drives.
+    target: Arc<EngineTarget>,
     /// When set, a finished container is removed in the background (tracked here) instead of
     /// before `run` returns: the daemon answers sooner, and `settle` waits for the removals.
     removals: Option<TaskTracker>,
@@ -98,12 +112,24 @@ impl DockerRunner {
     /// local socket `/var/run/docker.sock`, and negotiates the API version (the engine may be
     /// older than bollard, e.g. 20.10 speaks API 1.41).
     pub async fn connect() -> Result<Self, SandboxError> {
+        Self::connect_to(EngineTarget::from_env(1)).await
+    }
+
+    /// Connects to `target` (see [`crate::sandbox::engines`]): a socket, plain TCP, or TCP
+    /// with Docker's mutual TLS.
+    pub async fn connect_to(target: EngineTarget) -> Result<Self, SandboxError> {
         Ok(Self {
-            docker: engine::connect().await?,
+            docker: engine::connect(&target).await?,
+            target: Arc::new(target),
             removals: None,
             pool: None,
             lease: None,
         })
+    }
+
+    /// The engine this runner drives.
+    pub fn target(&self) -> &EngineTarget {
+        &self.target
     }
 
     /// Keeps up to `per_key` containers started ahead of demand for each container shape
@@ -364,6 +390,7 @@ impl Runner for DockerRunner {
                 .await?;
             }
             let mut outcome = run::drive(&self.docker, &id, spec, io, tree, line, cancel).await?;
+            outcome.engine = Some(self.target.name.clone());
             if let Some(sink) = sink.as_mut() {
                 outcome.network = Some(sink.report().await?);
             }
@@ -430,8 +457,25 @@ impl Runner for DockerRunner {
         engine::image_id(&self.docker, image).await
     }
 
+    async fn image_identity(&self, image: &str) -> Result<String, SandboxError> {
+        let (id, labels) = engine::image_labels(&self.docker, image).await?;
+        Ok(
+            match (labels.get(LABEL_RECIPE), labels.get(LABEL_PACKAGES)) {
+                (Some(recipe), Some(packages)) if recipe != "unknown" => {
+                    format!("recipe:{recipe};packages:{packages}")
+                }
+                _ => id,
+            },
+        )
+    }
+
     async fn ping(&self) -> Result<(), SandboxError> {
         engine::ping(&self.docker).await
+    }
+
+    async fn engines(&self) -> Vec<super::EngineHealth> {
+        let result = engine::ping(&self.docker).await;
+        vec![super::EngineHealth::of(&self.target, result.err())]
     }
 
     async fn reap(&self, instance: &str) -> Result<usize, SandboxError> {

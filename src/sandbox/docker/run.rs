@@ -301,6 +301,7 @@ pub(super) async fn drive(
         limits: spec.limits.clone(),
         network: None,
         install,
+        engine: None,
     })
 }
 
