@@ -221,3 +221,120 @@ async fn callbacks_on_sqlite_are_refused_plainly() {
     server.assert_nothing_accepted().await;
     server.stop().await;
 }
+
+/// `callback_url` as a multipart field (before or after `file`) works as the query
+/// parameter does: delivered when allowed, refused by the SSRF guard with no job created,
+/// and refused when both are given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_callback_url_is_delivered_or_refused_like_the_query_one() {
+    let Some(db) = common::pg::fresh_database().await else {
+        return;
+    };
+    let form = |callback: &str, first: bool, name: &str| {
+        let file = reqwest::multipart::Part::bytes(common::shell_skill(name, "true"))
+            .file_name("skill.tar.gz");
+        let text = reqwest::multipart::Part::text(callback.to_string());
+        if first {
+            reqwest::multipart::Form::new()
+                .part("callback_url", text)
+                .part("file", file)
+        } else {
+            reqwest::multipart::Form::new()
+                .part("file", file)
+                .part("callback_url", text)
+        }
+    };
+
+    // Allowed (the receiver is on loopback): delivered once accepted, field after the file.
+    let d = db.clone();
+    let open = common::TestServer::start(Arc::new(common::InstantRunner), move |s| {
+        s.store.url = Some(d);
+        s.webhooks.allow_private = true;
+    })
+    .await;
+    let (hook, got) = receiver(0).await;
+    let resp = open
+        .client
+        .post(format!("{}/verify", open.url))
+        .multipart(form(&hook, false, "multipart-hooked"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    open.wait(&id, 60).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the multipart callback was not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body: Value = serde_json::from_slice(&got.lock().unwrap()[0].1).unwrap();
+    assert_eq!(body["id"], id.as_str());
+    open.stop().await;
+
+    // Refused: the SSRF guard (field before or after the file), and both places at once.
+    let other = common::pg::fresh_database().await.unwrap();
+    let guarded = common::TestServer::start(Arc::new(common::InstantRunner), move |s| {
+        s.store.url = Some(other);
+    })
+    .await;
+    for first in [true, false] {
+        let resp = guarded
+            .client
+            .post(format!("{}/verify", guarded.url))
+            .multipart(form(
+                "http://169.254.169.254/latest/meta-data/",
+                first,
+                "m-refused",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "callback_refused", "{body}");
+    }
+    let resp = guarded
+        .client
+        .post(format!(
+            "{}/verify?callback_url=https://93.184.215.14/a",
+            guarded.url
+        ))
+        .multipart(form("https://93.184.215.14/b", true, "m-twice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    guarded.assert_nothing_accepted().await;
+    // No upload is left behind in the blob directory's scratch.
+    let leftovers: Vec<_> = walk(guarded.data_dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    guarded.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

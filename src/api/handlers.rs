@@ -72,7 +72,7 @@ pub struct VerifyQuery {
 
 /// Submit a skill archive for verification.
 #[utoipa::path(post, path = "/verify", params(VerifyQuery),
-    request_body(content = Vec<u8>, description = "The archive (tar, tar.gz, zip, .skill) as the raw body, or multipart field `file`", content_type = "application/octet-stream"),
+    request_body(content = Vec<u8>, description = "The archive (tar, tar.gz, zip, .skill) as the raw body, or multipart field `file` (with an optional text field `callback_url`, as the query parameter)", content_type = "application/octet-stream"),
     responses(
         (status = 202, description = "Queued", body = JobView),
         (status = 200, description = "Answered from the result cache: the earlier job", body = JobView),
@@ -89,23 +89,32 @@ pub async fn submit(
     ApiQuery(query): ApiQuery<VerifyQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    // The callback is checked before the upload is read: a refused one creates no job.
+    // A query callback is checked before the upload is read; a multipart one once it is.
+    // Either way a refused callback creates no job.
     if let Some(url) = &query.callback_url {
-        if state.scheduler.store().kind() != crate::store::StoreKind::Postgres {
+        check_callback(&state, url).await?;
+    }
+    let (upload, fields) =
+        super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
+    let webhooks: Vec<String> = match (query.callback_url, fields.callback_url) {
+        (Some(_), Some(_)) => {
+            let _ = std::fs::remove_file(&upload.path);
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "webhooks_unavailable",
-                "callbacks need the PostgreSQL store (serve --store postgres://...)",
+                "bad_request",
+                "callback_url is given both as a query parameter and as a multipart field",
             ));
         }
-        super::webhooks::check_callback(url, state.webhooks.allow_private)
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "callback_refused", e.to_string())
-            })?;
-    }
-    let upload = super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
-    let webhooks: Vec<String> = query.callback_url.into_iter().collect();
+        (Some(url), None) => vec![url],
+        (None, Some(url)) => {
+            if let Err(e) = check_callback(&state, &url).await {
+                let _ = std::fs::remove_file(&upload.path);
+                return Err(e);
+            }
+            vec![url]
+        }
+        (None, None) => Vec::new(),
+    };
     let submitted = state
         .scheduler
         .submit_with_webhooks(upload, query.fresh, &webhooks)
@@ -119,6 +128,22 @@ pub async fn submit(
     let mut resp = (status, Json(view)).into_response();
     resp.headers_mut().insert(header::LOCATION, location);
     Ok(resp)
+}
+
+/// Refuses a callback URL: on SQLite (`webhooks_unavailable`), or by the SSRF guard
+/// (`callback_refused`).
+async fn check_callback(state: &AppState, url: &str) -> Result<(), ApiError> {
+    if state.scheduler.store().kind() != crate::store::StoreKind::Postgres {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "webhooks_unavailable",
+            "callbacks need the PostgreSQL store (serve --store postgres://...)",
+        ));
+    }
+    super::webhooks::check_callback(url, state.webhooks.allow_private)
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "callback_refused", e.to_string()))
 }
 
 /// A job.

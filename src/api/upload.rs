@@ -1,4 +1,5 @@
-//! Streaming an upload to disk: raw body or multipart field `file`, counted and hashed as it
+//! Streaming an upload to disk: raw body or multipart field `file` (with an optional text
+//! field `callback_url`), counted and hashed as it
 //! arrives, cut off at the archive limit (413, whether or not `Content-Length` was sent) and
 //! when the client stalls.
 
@@ -22,8 +23,13 @@ use crate::store::Blobs;
 /// timeout bounds the whole upload.
 const STALL: Duration = Duration::from_secs(30);
 
-/// Streams the request's archive into a private temp file in the blob directory.
-pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, ApiError> {
+/// Streams the request's archive into a private temp file in the blob directory, and reads
+/// a multipart upload's text fields ([`FormFields`]).
+pub async fn receive(
+    req: Request,
+    blobs: &Blobs,
+    limit: u64,
+) -> Result<(Upload, FormFields), ApiError> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -44,10 +50,14 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
     // Removes the partial file if this future is dropped (request timeout, client gone) or
     // fails; disarmed once the upload is handed over.
     let mut guard = TempFile(Some(path.clone()));
+    let mut fields = FormFields::default();
     let result = if multipart {
         let mut form = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text()))?;
+        let mut upload = None;
+        // Every field is read: `callback_url` may come before or after `file`; other fields
+        // are skipped.
         loop {
             let field = form.next_field().await.map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -56,26 +66,73 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
                     ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
                 }
             })?;
-            let Some(field) = field else {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "missing_file",
-                    "multipart upload has no field named `file`",
-                ));
-            };
-            if field.name() == Some("file") {
-                let stream = field.map(|r| {
-                    r.map_err(|e| {
-                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                            ChunkError::TooLarge
-                        } else {
-                            ChunkError::Other(e.body_text())
+            let Some(mut field) = field else { break };
+            match field.name() {
+                Some("file") if upload.is_none() => {
+                    let stream = field.map(|r| {
+                        r.map_err(|e| {
+                            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                                ChunkError::TooLarge
+                            } else {
+                                ChunkError::Other(e.body_text())
+                            }
+                        })
+                    });
+                    upload = Some(write_stream(stream, path.clone(), limit).await);
+                    if matches!(upload, Some(Err(_))) {
+                        break;
+                    }
+                }
+                Some("file") => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_multipart",
+                        "multipart upload has more than one field named `file`",
+                    ))
+                }
+                Some("callback_url") => {
+                    let mut text = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(|e| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.body_text())
+                    })? {
+                        text.extend_from_slice(&chunk);
+                        if text.len() > MAX_FIELD_BYTES {
+                            return Err(ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "bad_multipart",
+                                format!("multipart field `callback_url` is over {MAX_FIELD_BYTES} bytes"),
+                            ));
                         }
-                    })
-                });
-                break write_stream(stream, path.clone(), limit).await;
+                    }
+                    let text = String::from_utf8(text).map_err(|_| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_multipart",
+                            "multipart field `callback_url` is not UTF-8",
+                        )
+                    })?;
+                    if fields
+                        .callback_url
+                        .replace(text.trim().to_string())
+                        .is_some()
+                    {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_multipart",
+                            "multipart upload has more than one field named `callback_url`",
+                        ));
+                    }
+                }
+                _ => {}
             }
         }
+        upload.unwrap_or_else(|| {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_file",
+                "multipart upload has no field named `file`",
+            ))
+        })
     } else {
         let stream = req
             .into_body()
@@ -86,7 +143,17 @@ pub async fn receive(req: Request, blobs: &Blobs, limit: u64) -> Result<Upload, 
     if result.is_ok() {
         guard.0 = None;
     }
-    result
+    result.map(|upload| (upload, fields))
+}
+
+/// The largest text field of a multipart upload.
+const MAX_FIELD_BYTES: usize = 4096;
+
+/// The text fields of a multipart upload besides `file`.
+#[derive(Debug, Default)]
+pub struct FormFields {
+    /// `callback_url`: as the query parameter of the same name.
+    pub callback_url: Option<String>,
 }
 
 struct TempFile(Option<PathBuf>);
