@@ -97,6 +97,35 @@ async fn the_tls_engine_accepts_our_client_and_refuses_any_other() {
     .await;
     assert!(matches!(e, SandboxError::Connect(_)), "{e:?}");
 
+    // A client with no certificate at all (it trusts the engine's CA): refused in the
+    // handshake, while the same client with our certificate gets the engine's answer.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(engine.client.join("ca.pem")).unwrap())
+        .unwrap();
+    let ping = engine.host.replacen("tcp://", "https://", 1) + "/_ping";
+    let bare = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .build()
+        .unwrap();
+    let e = bare
+        .get(&ping)
+        .send()
+        .await
+        .expect_err("no client certificate");
+    eprintln!("no client certificate: {e:?}");
+    let with_cert = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .identity(
+            reqwest::Identity::from_pkcs8_pem(
+                &std::fs::read(engine.client.join("cert.pem")).unwrap(),
+                &pkcs8_key(&engine.client.join("key.pem")),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let answer = with_cert.get(&ping).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "OK");
+
     // A missing key is named before any connection is tried.
     let partial = tempfile::tempdir().unwrap();
     for f in ["ca.pem", "cert.pem"] {
@@ -278,4 +307,19 @@ async fn a_daemon_spreads_jobs_over_two_engines_and_the_cache_spans_them() {
 
 fn engine_target(remote: &TlsDockerd) -> EngineTarget {
     remote.target("remote", 1)
+}
+
+/// The key in PKCS#8 PEM (native-tls wants it so; openssl's EC keys are SEC1).
+fn pkcs8_key(path: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
