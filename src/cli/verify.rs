@@ -57,16 +57,11 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
 }
 
 async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
-    // The simulated quote measures this binary (SHA-384 of tens of MB): hashed beside the
-    // package read, the scan and the run instead of before signing.
-    if settings.attest.quote_provider == crate::config::QuoteProviderKind::Simulated {
-        crate::attest::quote::simulated::prewarm_measurement();
-    }
-    // A one-shot process: the compiled rules come from the cache under the data dir.
-    let cache = settings.data_dir().join("cache");
-    let scan = match settings.scan.load_cached(args.policy.as_deref(), &cache) {
-        Ok((scanner, policy)) => Arc::new(crate::scan::Stage { scanner, policy }),
-        Err(e) => return fail(EXIT_ERROR, e),
+    // The engine first: connecting is on the run's critical path (the container cannot be
+    // created before it), the rules, the key and the package are not; they load meanwhile.
+    let connecting = {
+        let settings = settings.clone();
+        tokio::spawn(async move { engine(&settings).await })
     };
     let scratch = tempfile::Builder::new()
         .prefix("skill-verifier-")
@@ -74,9 +69,29 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         .context("creating a scratch directory")?;
     let tar = scratch.path().join("tree.tar");
     let (path, limits) = (args.path.clone(), settings.package.clone());
-    // Reading the package and getting the engine ready overlap: neither needs the other.
+    // Reading the package, loading the rules and getting the engine ready overlap: none
+    // needs the others.
     let loading = tokio::task::spawn_blocking(move || crate::package::read(&path, &tar, &limits));
-    let (loaded, engine) = tokio::join!(loading, engine(&settings));
+    // A one-shot process: the compiled rules come from the cache under the data dir.
+    let rules = {
+        let (scan, policy) = (settings.scan.clone(), args.policy.clone());
+        let cache = settings.data_dir().join("cache");
+        tokio::task::spawn_blocking(move || scan.load_cached(policy.as_deref(), &cache))
+    };
+    // The simulated quote measures this binary (SHA-384 of tens of MB): read from the cache
+    // when this binary file was measured before, else hashed beside the package read, the
+    // scan and the run instead of before signing.
+    if settings.attest.quote_provider == crate::config::QuoteProviderKind::Simulated {
+        crate::attest::quote::simulated::prewarm_measurement(Some(
+            &settings.data_dir().join("cache"),
+        ));
+    }
+    let (loaded, engine, rules) = tokio::join!(loading, connecting, rules);
+    let engine = engine.unwrap_or_else(|e| Err(format!("connecting to the engine: {e}")));
+    let scan = match rules.context("loading the rules")? {
+        Ok((scanner, policy)) => Arc::new(crate::scan::Stage { scanner, policy }),
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
     let package = match loaded? {
         Ok(p) => p,
         Err(e) if e.is_invalid_package() => {
@@ -259,10 +274,13 @@ async fn engine(settings: &Settings) -> Result<DockerRunner, String> {
             "engine {name}: {e} (is the Docker engine running? set DOCKER_HOST for a remote one)"
         )
     })?;
-    match runner
-        .require_runtime(settings.sandbox.runtime_name())
-        .await
-    {
+    // runc is every engine's built-in runtime: the check (one `GET /info`) is for a tier
+    // that must never silently fall back to it (gVisor, an `oci_runtime` override).
+    let runtime = settings.sandbox.runtime_name();
+    if runtime == "runc" {
+        return Ok(runner.with_lease());
+    }
+    match runner.require_runtime(runtime).await {
         Ok(()) => Ok(runner.with_lease()),
         Err(e @ crate::sandbox::SandboxError::RuntimeMissing { .. }) => Err(e.to_string()),
         Err(e) => Err(format!(

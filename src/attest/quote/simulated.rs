@@ -28,7 +28,7 @@
 //! checks the quote was not altered after the simulator produced it, and that is all. The
 //! trust in a simulated attestation rests on the DSSE signature alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use async_trait::async_trait;
@@ -91,13 +91,18 @@ pub fn simulator_verifying_key() -> VerifyingKey {
 }
 
 /// SHA-384 of this process's binary, hashed once per process (it does not change while we
-/// run, and hashing a large binary on every quote would be waste). Concurrent callers wait
-/// for the one hash in progress, so [`prewarm_measurement`] started early overlaps it with
-/// other work.
+/// run, and hashing a large binary on every quote would be waste).
+static MR: OnceLock<Result<[u8; 48], (PathBuf, std::io::ErrorKind, String)>> = OnceLock::new();
+
+fn this_binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+}
+
+/// The binary's measurement ([`MR`]). Concurrent callers wait for the one hash in progress,
+/// so [`prewarm_measurement`] started early overlaps it with other work.
 fn binary_measurement() -> Result<[u8; 48], QuoteError> {
-    static MR: OnceLock<Result<[u8; 48], (PathBuf, std::io::ErrorKind, String)>> = OnceLock::new();
     let measured = MR.get_or_init(|| {
-        let path = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let path = this_binary();
         let hash = || -> std::io::Result<[u8; 48]> {
             let mut file = std::fs::File::open(&path)?;
             let mut hasher = Sha384::new();
@@ -114,11 +119,52 @@ fn binary_measurement() -> Result<[u8; 48], QuoteError> {
         })
 }
 
-/// Starts hashing this binary on a background thread, so a one-shot process (the CLI's
-/// `verify`) has the measurement ready by the time it signs.
-pub fn prewarm_measurement() {
-    std::thread::spawn(|| {
-        let _ = binary_measurement();
+/// Where the measurement of the binary at `path` is kept in `cache_dir`: named by the
+/// file's identity (device, inode, size, modification and change times to the
+/// nanosecond), so a replaced, rewritten or touched binary is hashed again. The change time
+/// cannot be set back from user space.
+fn measurement_file(cache_dir: &Path, path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let identity = format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    let name = hex::encode(&Sha256::digest(identity.as_bytes())[..16]);
+    Some(cache_dir.join(format!("measurement-{name}")))
+}
+
+/// Starts measuring this binary on a background thread, so a one-shot process (the CLI's
+/// `verify`) has the measurement ready by the time it signs. With `cache_dir` (the CLI's
+/// private cache under the data dir) a measurement of the same binary file is read from
+/// there instead of hashing tens of MB again, which on a 2-core machine takes a core from
+/// the container engine for ~100 ms; a fresh one is stored there.
+pub fn prewarm_measurement(cache_dir: Option<&Path>) {
+    let cache = cache_dir.and_then(|dir| measurement_file(dir, &this_binary()));
+    std::thread::spawn(move || {
+        if let Some(file) = &cache {
+            if let Ok(bytes) = std::fs::read(file) {
+                if let Ok(mr) = <[u8; 48]>::try_from(bytes.as_slice()) {
+                    let _ = MR.set(Ok(mr));
+                    return;
+                }
+            }
+        }
+        if let (Ok(mr), Some(file)) = (binary_measurement(), &cache) {
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+            if std::fs::write(&tmp, mr).is_ok() && std::fs::rename(&tmp, file).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
     });
 }
 
@@ -260,6 +306,26 @@ pub fn verify_simulated_quote(quote: &[u8]) -> Result<SimulatedQuote, QuoteError
 mod tests {
     use super::*;
     use crate::attest::quote::tdx_report_data;
+
+    #[test]
+    fn a_cached_measurement_is_named_by_the_files_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::write(&bin, b"one").unwrap();
+        let first = measurement_file(dir.path(), &bin).unwrap();
+        assert_eq!(first, measurement_file(dir.path(), &bin).unwrap());
+        assert!(first.starts_with(dir.path()));
+        // Rewritten in place (same size): its modification and change times move on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&bin, b"two").unwrap();
+        assert_ne!(first, measurement_file(dir.path(), &bin).unwrap());
+        // Replaced by another file (another inode): another name too.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"two").unwrap();
+        std::fs::rename(&other, &bin).unwrap();
+        assert_ne!(first, measurement_file(dir.path(), &bin).unwrap());
+        assert!(measurement_file(dir.path(), &dir.path().join("missing")).is_none());
+    }
 
     fn provider() -> SimulatedQuoteProvider {
         SimulatedQuoteProvider::new(SimulatedMeasurements::of(b"binary", b"config"))
