@@ -23,25 +23,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+use support::{serve, skill, submit, wait_done, Daemon};
+
 /// The shell runner image (its tag is the recipe's digest).
 fn shell_image() -> &'static str {
     static SHELL_IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SHELL_IMAGE.get_or_init(|| {
         skill_verifier::sandbox::images::default_image(skill_verifier::package::Runtime::Shell)
     })
-}
-
-fn skill(name: &str) -> Vec<u8> {
-    let md = format!(
-        "---\nname: {name}\ndescription: Trivial benchmark skill.\nmetadata:\n  verify-test: \"true\"\n  verify-runtime: shell\n---\n"
-    );
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(md.len() as u64);
-    h.set_mode(0o644);
-    tar.append_data(&mut h, "SKILL.md", md.as_bytes()).unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
 }
 
 fn docker_run_true() {
@@ -73,91 +63,13 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-struct Daemon {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_daemon(workers: Option<usize>) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skill-verifier"));
-    cmd.args(["serve", "--no-prepare"]);
-    if let Some(workers) = workers {
-        cmd.args(["--workers", &workers.to_string()]);
-    }
-    let child = cmd
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        // The sandbox's own cost is measured with network none (BENCH_NETWORK=observe
-        // measures the default mode; benches/network.rs isolates the sink's cost).
-        .env(
-            "SKILL_VERIFIER_SANDBOX__NETWORK",
-            std::env::var("BENCH_NETWORK").unwrap_or_else(|_| "none".into()),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if client.get(format!("{url}/health")).send().await.is_ok() {
-            break;
+    serve(|cmd, _| {
+        if let Some(workers) = workers {
+            cmd.args(["--workers", &workers.to_string()]);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Daemon {
-        child,
-        url,
-        _dir: dir,
-    }
-}
-
-async fn submit(client: &reqwest::Client, url: &str, body: Vec<u8>) -> String {
-    let resp = client
-        .post(format!("{url}/verify?fresh=true"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
-    let v: Value = resp.json().await.unwrap();
-    v["id"].as_str().unwrap().to_string()
-}
-
-async fn wait_done(client: &reqwest::Client, url: &str, id: &str) {
-    loop {
-        let v: Value = client
-            .get(format!("{url}/verify/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        match v["status"].as_str().unwrap() {
-            "passed" => return,
-            "queued" | "running" => tokio::time::sleep(Duration::from_millis(5)).await,
-            other => panic!("job {id} ended {other}: {v}"),
-        }
-    }
+    })
+    .await
 }
 
 async fn attested(client: &reqwest::Client, url: &str, id: &str) {

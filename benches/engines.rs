@@ -21,92 +21,41 @@
 #[allow(dead_code)]
 mod dockerd;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skill_verifier::package::Runtime;
-use skill_verifier::sandbox::images::{default_image, prepare, PrepareOptions};
-use skill_verifier::sandbox::{DockerRunner, ImageMap};
+
+mod support;
+use support::{serve, skill, submit, wait_done, Daemon};
 
 fn smoke() -> bool {
     std::env::var_os("BENCH_SMOKE").is_some()
 }
 
-fn skill(name: &str) -> Vec<u8> {
-    let md = format!(
-        "---\nname: {name}\ndescription: Trivial benchmark skill.\nmetadata:\n  verify-test: \"true\"\n  verify-runtime: shell\n---\n"
-    );
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(md.len() as u64);
-    h.set_mode(0o644);
-    tar.append_data(&mut h, "SKILL.md", md.as_bytes()).unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
-struct Daemon {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_daemon(config: &str) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let daemon = serve(|cmd, dir| {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        cmd.arg("--config").arg(path);
+    })
+    .await;
+    let health: Value = reqwest::get(format!("{}/health", daemon.url))
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
-        .arg("--config")
-        .arg(&config_path)
-        .args(["serve", "--no-prepare", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .env("SKILL_VERIFIER_SANDBOX__NETWORK", "none")
-        .stdout(Stdio::null())
-        .spawn()
+        .json()
+        .await
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..500 {
-        if let Ok(r) = client.get(format!("{url}/health")).send().await {
-            let v: Value = r.json().await.unwrap();
-            assert!(
-                v["engines"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|e| e["reachable"] == true),
-                "{v}"
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        health["engines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reachable"] == true),
+        "{health}"
+    );
     // Let the warm pools fill before timing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Daemon {
-        child,
-        url,
-        _dir: dir,
-    }
+    daemon
 }
 
 async fn burst(daemon: &Daemon, jobs: usize, tag: &str) -> (Duration, Vec<String>) {
@@ -114,32 +63,10 @@ async fn burst(daemon: &Daemon, jobs: usize, tag: &str) -> (Duration, Vec<String
     let started = Instant::now();
     let mut ids = Vec::new();
     for i in 0..jobs {
-        let resp = client
-            .post(format!("{}/verify?fresh=true", daemon.url))
-            .body(skill(&format!("bench-{tag}-{i}")))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.status());
-        let v: Value = resp.json().await.unwrap();
-        ids.push(v["id"].as_str().unwrap().to_string());
+        ids.push(submit(&client, &daemon.url, skill(&format!("bench-{tag}-{i}"))).await);
     }
     for id in &ids {
-        loop {
-            let v: Value = client
-                .get(format!("{}/verify/{id}", daemon.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match v["status"].as_str().unwrap() {
-                "passed" => break,
-                "queued" | "running" => tokio::time::sleep(Duration::from_millis(10)).await,
-                other => panic!("job {id} ended {other}: {v}"),
-            }
-        }
+        wait_done(&client, &daemon.url, id).await;
     }
     let elapsed = started.elapsed();
     // Which engine ran each job, from its attestation.
@@ -175,22 +102,7 @@ async fn main() {
         return;
     }
     let remote = dockerd::TlsDockerd::start().await;
-    let tls = DockerRunner::connect_to(remote.target("remote", 4))
-        .await
-        .unwrap();
-    let images: ImageMap = [(Runtime::Shell, default_image(Runtime::Shell))].into();
-    let mut progress = |line: &str| eprintln!("images[remote]: {line}");
-    prepare(
-        &tls,
-        &images,
-        PrepareOptions {
-            no_pull: true,
-            force_build: false,
-        },
-        &mut progress,
-    )
-    .await
-    .expect("the shell image builds on the TLS engine");
+    remote.prepare_shell_image().await;
 
     let local = "[[sandbox.engines]]\nname = \"local\"\nhost = \"unix:///var/run/docker.sock\"\ncapacity = 4\n";
     let two = format!(

@@ -551,10 +551,7 @@ impl Settings {
                 .map(|e| e.capacity)
                 .sum::<usize>()
                 .max(1),
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get().saturating_mul(2))
-                .unwrap_or(1)
-                .max(4),
+            0 => auto_workers(),
             n => n,
         }
     }
@@ -563,14 +560,19 @@ impl Settings {
     /// one from Docker's environment whose capacity is the worker count.
     pub fn engines(&self) -> Vec<crate::sandbox::EngineTarget> {
         let implicit = match self.server.workers {
-            0 if self.sandbox.engines.is_empty() => std::thread::available_parallelism()
-                .map(|n| n.get().saturating_mul(2))
-                .unwrap_or(1)
-                .max(4),
-            n => n.max(1),
+            0 => auto_workers(),
+            n => n,
         };
         crate::sandbox::engines::targets(&self.sandbox.engines, implicit)
     }
+}
+
+/// The automatic worker count: twice the cores, at least 4 (see [`ServerSettings::workers`]).
+fn auto_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_mul(2))
+        .unwrap_or(1)
+        .max(4)
 }
 
 /// Accepts a string or a bare number (an environment value like `1000` arrives as a number)

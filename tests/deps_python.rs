@@ -34,19 +34,6 @@ async fn submit(server: &TestServer, archive: Vec<u8>) -> String {
     body["id"].as_str().unwrap().to_string()
 }
 
-async fn statement(server: &TestServer, id: &str) -> Value {
-    let envelope = server
-        .client
-        .get(format!("{}/verify/{id}/attestation", server.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    common::verify_with_published_key(server, &envelope).await
-}
-
 /// What pip on this host downloads for the same pins: file name -> SHA-256.
 fn host_pip_download(dir: &Path) -> Vec<(String, String)> {
     let out = Command::new("python3")
@@ -100,7 +87,7 @@ async fn pinned_requirements_install_offline_are_attested_and_served_from_the_ca
     server.wait(&id, 300).await;
     let job = server.get_json(&format!("/verify/{id}")).await;
     assert_eq!(job["status"], "passed", "{job}");
-    let st = statement(&server, &id).await;
+    let st = server.statement(&id).await;
     let p = &st["predicate"];
     let deps = p["dependencies"].as_array().unwrap();
     let mut attested: Vec<(String, String)> = deps
@@ -144,7 +131,7 @@ async fn pinned_requirements_install_offline_are_attested_and_served_from_the_ca
     let job = offline.wait(&id, 300).await;
     let view = offline.get_json(&format!("/verify/{id}")).await;
     assert_eq!(job.status.as_str(), "passed", "{view}");
-    let st = statement(&offline, &id).await;
+    let st = offline.statement(&id).await;
     assert_eq!(st["predicate"]["install"]["cached"], true);
     assert_eq!(st["predicate"]["install"]["fetch_ms"], 0);
     let again: Vec<(String, String)> = {
@@ -211,7 +198,7 @@ async fn bad_requirements_fail_and_an_unreachable_index_is_an_error() {
         let job = server.wait(id, 300).await;
         let view = server.get_json(&format!("/verify/{id}")).await;
         assert_eq!(job.status.as_str(), "failed", "{name}: {view}");
-        let st = statement(&server, id).await;
+        let st = server.statement(id).await;
         let p = &st["predicate"];
         let error = p["install"]["error"].as_str().unwrap_or_default();
         assert!(
@@ -282,7 +269,7 @@ async fn the_test_cannot_reach_the_index_and_its_attempt_is_recorded() {
     let job = server.wait(&id, 300).await;
     let view = server.get_json(&format!("/verify/{id}")).await;
     assert_ne!(job.status.as_str(), "error", "{view}");
-    let st = statement(&server, &id).await;
+    let st = server.statement(&id).await;
     let p = &st["predicate"];
     assert_eq!(p["install"]["exit_code"], 0, "{}", p["install"]);
     let stdout = p["result"]["stdout_excerpt"].as_str().unwrap();
@@ -358,7 +345,7 @@ async fn vendored_node_modules_work_offline() {
     let job = server.wait(&id, 120).await;
     let view = server.get_json(&format!("/verify/{id}")).await;
     assert_eq!(job.status.as_str(), "passed", "{view}");
-    let st = statement(&server, &id).await;
+    let st = server.statement(&id).await;
     assert!(st["predicate"].get("dependencies").is_none());
     server.stop().await;
 }

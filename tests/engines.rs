@@ -12,13 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::dockerd::TlsDockerd;
-use common::{shell_skill, verify_with_published_key, TestServer};
+use common::{shell_skill, TestServer};
 use serde_json::Value;
 use skill_verifier::package::Runtime;
-use skill_verifier::sandbox::images::{default_image, prepare, PrepareOptions};
-use skill_verifier::sandbox::{
-    DockerRunner, EngineTarget, Engines, ImageMap, Runner, SandboxError,
-};
+use skill_verifier::sandbox::images::default_image;
+use skill_verifier::sandbox::{DockerRunner, EngineTarget, Engines, Runner, SandboxError};
 
 /// The host engine under a name of our own; `None` (outside CI) when it does not answer.
 async fn local(name: &str, capacity: usize) -> Option<DockerRunner> {
@@ -156,25 +154,9 @@ async fn a_daemon_spreads_jobs_over_two_engines_and_the_cache_spans_them() {
         return;
     };
     let mut remote = TlsDockerd::start().await;
-    let tls = DockerRunner::connect_to(engine_target(&remote))
-        .await
-        .unwrap();
-
     // The shell runner image, built on the TLS engine by the recipe (images prepare's path).
+    let tls = remote.prepare_shell_image().await;
     let image = default_image(Runtime::Shell);
-    let images: ImageMap = [(Runtime::Shell, image.clone())].into();
-    let mut progress = |line: &str| eprintln!("images[remote]: {line}");
-    prepare(
-        &tls,
-        &images,
-        PrepareOptions {
-            no_pull: true,
-            force_build: false,
-        },
-        &mut progress,
-    )
-    .await
-    .expect("the shell image builds on the TLS engine");
     let (id_local, id_remote) = (
         host_engine.image_digest(&image).await.unwrap(),
         tls.image_digest(&image).await.unwrap(),
@@ -224,16 +206,7 @@ async fn a_daemon_spreads_jobs_over_two_engines_and_the_cache_spans_them() {
     for (id, archive) in &jobs {
         let job = a.wait(id, 120).await;
         assert_eq!(job.status.as_str(), "passed", "{id}: {job:?}");
-        let envelope = a
-            .client
-            .get(format!("{}/verify/{id}/attestation", a.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let statement = verify_with_published_key(&a, &envelope).await;
+        let statement = a.statement(id).await;
         let engine = statement["predicate"]["environment"]["engine"]
             .as_str()
             .unwrap()

@@ -96,25 +96,20 @@ pub async fn submit(
     }
     let (upload, fields) =
         super::upload::receive(req, state.scheduler.blobs(), state.archive_limit).await?;
-    let webhooks: Vec<String> = match (query.callback_url, fields.callback_url) {
-        (Some(_), Some(_)) => {
-            let _ = std::fs::remove_file(&upload.path);
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "callback_url is given both as a query parameter and as a multipart field",
-            ));
-        }
-        (Some(url), None) => vec![url],
-        (None, Some(url)) => {
-            if let Err(e) = check_callback(&state, &url).await {
-                let _ = std::fs::remove_file(&upload.path);
-                return Err(e);
-            }
-            vec![url]
-        }
-        (None, None) => Vec::new(),
+    let webhooks = match (query.callback_url, fields.callback_url) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "callback_url is given both as a query parameter and as a multipart field",
+        )),
+        (Some(url), None) => Ok(vec![url]),
+        (None, Some(url)) => check_callback(&state, &url).await.map(|()| vec![url]),
+        (None, None) => Ok(Vec::new()),
     };
+    // A refused callback leaves no upload behind.
+    let webhooks = webhooks.inspect_err(|_| {
+        let _ = std::fs::remove_file(&upload.path);
+    })?;
     let submitted = state
         .scheduler
         .submit_with_webhooks(upload, query.fresh, &webhooks)

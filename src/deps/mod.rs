@@ -39,7 +39,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::package::read::emit::normal_header;
 use crate::package::requirements::Requirements;
+use crate::package::EntryKind;
 use crate::sandbox::{ContainerSpec, Policy, Runner};
 
 pub use cache::{Cache, CachedSet};
@@ -396,19 +398,11 @@ pub fn tree_with_dists(
         footprint = footprint.saturating_add(crate::package::file_footprint(len));
         builder.append(&header, &mut entry)?;
     }
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_mtime(0);
-    dir.set_size(0);
+    let mut dir = normal_header(EntryKind::Dir, 0, false);
     builder.append_data(&mut dir, format!("{folder}/"), std::io::empty())?;
     footprint = footprint.saturating_add(crate::package::file_footprint(0));
     for f in &set.files {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_size(f.bytes);
+        let mut header = normal_header(EntryKind::File, f.bytes, false);
         let data = std::fs::File::open(&f.path)?;
         builder.append_data(
             &mut header,

@@ -444,7 +444,7 @@ fn unpack(body: &[u8], listed: &[(String, u64)], dir: &Path) -> std::io::Result<
     Ok(out)
 }
 
-/// A small tar of named files (mode 0644, mtime 0) at `path`.
+/// A small tar of named files (normalised headers: mode 0644, mtime 0) at `path`.
 pub fn write_tar(path: &Path, files: &[(&str, &[u8])]) -> std::io::Result<TreeTar> {
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -453,11 +453,11 @@ pub fn write_tar(path: &Path, files: &[(&str, &[u8])]) -> std::io::Result<TreeTa
     let mut builder = tar::Builder::new(crate::digest::HashingWriter::new(file));
     let mut footprint = 0u64;
     for (name, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_size(bytes.len() as u64);
+        let mut header = crate::package::read::emit::normal_header(
+            crate::package::EntryKind::File,
+            bytes.len() as u64,
+            false,
+        );
         builder.append_data(&mut header, name, *bytes)?;
         footprint += crate::package::file_footprint(bytes.len() as u64);
     }

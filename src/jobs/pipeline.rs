@@ -329,7 +329,7 @@ impl Verifier {
                 reason = run.failure.as_deref().unwrap_or(""),
                 "dependencies failed"
             );
-            let outcome = not_run(
+            let outcome = RunOutcome::not_run(
                 &spec,
                 &self
                     .runner
@@ -574,30 +574,6 @@ enum Staged {
     },
     /// The skill's requirements cannot be met.
     Failed(DepsRun),
-}
-
-/// The outcome of a test that did not run (its requirements could not be fetched): exit
-/// code -1, no output, no time.
-fn not_run(spec: &ContainerSpec, image_digest: &str) -> RunOutcome {
-    RunOutcome {
-        exit_code: -1,
-        duration_ms: 0,
-        timed_out: false,
-        oom_killed: false,
-        output_truncated: false,
-        cancelled: false,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        stdout_sha256: crate::digest::Sha256Digest::of(b""),
-        stderr_sha256: crate::digest::Sha256Digest::of(b""),
-        image: spec.image.clone(),
-        image_digest: image_digest.to_string(),
-        oci_runtime: String::new(),
-        limits: spec.limits.clone(),
-        network: None,
-        install: None,
-        engine: None,
-    }
 }
 
 /// The verdict of an outcome: exit 0 without timeout or OOM kill passes; a smoke plan that
@@ -1024,7 +1000,7 @@ mod tests {
             timed_out,
             oom_killed,
             oci_runtime: "runc".into(),
-            ..not_run(&spec, "sha256:00")
+            ..RunOutcome::not_run(&spec, "sha256:00")
         }
     }
 

@@ -23,7 +23,6 @@
 //!   image is made of (its recipe and package labels), not on an engine's ID.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +64,15 @@ pub struct EngineSettings {
     /// Most jobs at once on this engine; default [`DEFAULT_CAPACITY`].
     #[serde(default)]
     pub capacity: Option<usize>,
+}
+
+impl EngineSettings {
+    /// Its name, or `engine-<n>` for the `index`th entry (0-based).
+    fn name_at(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("engine-{}", index + 1))
+    }
 }
 
 /// The certificate files of a TLS engine.
@@ -180,10 +188,7 @@ pub fn validate(engines: &[EngineSettings]) -> Result<(), (&'static str, String)
     let key = "sandbox.engines";
     let mut names = std::collections::BTreeSet::new();
     for (i, e) in engines.iter().enumerate() {
-        let name = e
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("engine-{}", i + 1));
+        let name = e.name_at(i);
         let at = |why: String| (key, format!("engine {name:?}: {why}"));
         if name.is_empty()
             || name.len() > 64
@@ -246,10 +251,7 @@ pub fn targets(engines: &[EngineSettings], default_capacity: usize) -> Vec<Engin
         .iter()
         .enumerate()
         .map(|(i, e)| EngineTarget {
-            name: e
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("engine-{}", i + 1)),
+            name: e.name_at(i),
             host: e.host.clone(),
             tls: tls_on(e)
                 .then(|| TlsFiles::in_dir(&e.cert_path.clone().unwrap_or_else(env_cert_dir))),
@@ -262,8 +264,8 @@ pub fn targets(engines: &[EngineSettings], default_capacity: usize) -> Vec<Engin
 struct Member {
     runner: DockerRunner,
     capacity: usize,
+    /// One permit per job it may run at once.
     slots: Arc<Semaphore>,
-    running: AtomicUsize,
     down_until: Mutex<Option<Instant>>,
 }
 
@@ -297,21 +299,30 @@ impl Member {
         }
     }
 
+    /// Jobs running on it: its slots in use.
+    fn running(&self) -> usize {
+        self.capacity - self.slots.available_permits()
+    }
+
     /// Load as a fraction, for picking the least loaded.
     fn load(&self) -> f64 {
-        self.running.load(Ordering::Relaxed) as f64 / self.capacity.max(1) as f64
+        self.running() as f64 / self.capacity as f64
     }
-}
 
-/// A slot held on one member; released on drop.
-struct Slot<'a> {
-    member: &'a Member,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.member.running.fetch_sub(1, Ordering::Relaxed);
+    /// Runs on this engine, and marks it down on a transport failure or up on success.
+    async fn run(
+        &self,
+        spec: &ContainerSpec,
+        tree: &TreeTar,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome, SandboxError> {
+        let result = self.runner.run(spec, tree, cancel).await;
+        match &result {
+            Ok(_) => self.mark(None),
+            Err(e) if unreachable(e) => self.mark(Some(e)),
+            Err(_) => {}
+        }
+        result
     }
 }
 
@@ -333,7 +344,6 @@ impl Engines {
                     runner,
                     capacity,
                     slots: Arc::new(Semaphore::new(capacity)),
-                    running: AtomicUsize::new(0),
                     down_until: Mutex::new(None),
                 }
             })
@@ -350,14 +360,9 @@ impl Engines {
         self.members.iter().map(|m| &m.runner)
     }
 
-    /// Slots over all engines.
-    pub fn capacity(&self) -> usize {
-        self.members.iter().map(|m| m.capacity).sum()
-    }
-
     /// A free slot on the best member other than `except`: a healthy one before one passed
     /// over, then the least loaded, then config order.
-    fn pick(&self, except: Option<usize>) -> Option<(usize, Slot<'_>)> {
+    fn pick(&self, except: Option<usize>) -> Option<(usize, OwnedSemaphorePermit)> {
         let mut order: Vec<usize> = (0..self.members.len())
             .filter(|i| Some(*i) != except)
             .collect();
@@ -369,17 +374,27 @@ impl Engines {
                 .then(a.cmp(b))
         });
         order.into_iter().find_map(|i| {
-            let member = &self.members[i];
-            let permit = member.slots.clone().try_acquire_owned().ok()?;
-            member.running.fetch_add(1, Ordering::Relaxed);
-            Some((
-                i,
-                Slot {
-                    member,
-                    _permit: permit,
-                },
-            ))
+            let permit = self.members[i].slots.clone().try_acquire_owned().ok()?;
+            Some((i, permit))
         })
+    }
+
+    /// The first answer from an engine not passed over, else the last error.
+    async fn first_answer<'a, F, Fut>(&'a self, image: &str, ask: F) -> Result<String, SandboxError>
+    where
+        F: Fn(&'a DockerRunner) -> Fut,
+        Fut: std::future::Future<Output = Result<String, SandboxError>>,
+    {
+        let mut last = None;
+        for m in self.members.iter().filter(|m| !m.is_down()) {
+            match ask(&m.runner).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| SandboxError::ImageMissing {
+            image: image.to_string(),
+        }))
     }
 }
 
@@ -409,29 +424,6 @@ fn unreachable(e: &SandboxError) -> bool {
     }
 }
 
-/// The outcome of a run cancelled while it waited for a slot: nothing started.
-fn cancelled_before_start(spec: &ContainerSpec) -> RunOutcome {
-    RunOutcome {
-        exit_code: -1,
-        duration_ms: 0,
-        timed_out: false,
-        oom_killed: false,
-        output_truncated: false,
-        cancelled: true,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        stdout_sha256: crate::digest::Sha256Digest::of(b""),
-        stderr_sha256: crate::digest::Sha256Digest::of(b""),
-        image: spec.image.clone(),
-        image_digest: String::new(),
-        oci_runtime: String::new(),
-        limits: spec.limits.clone(),
-        network: None,
-        install: None,
-        engine: None,
-    }
-}
-
 #[async_trait]
 impl Runner for Engines {
     async fn run(
@@ -442,64 +434,32 @@ impl Runner for Engines {
     ) -> Result<RunOutcome, SandboxError> {
         let _all = tokio::select! {
             permit = self.total.acquire() => permit.map_err(|_| SandboxError::Spec("the engine set is closed".into()))?,
-            () = cancel.cancelled() => return Ok(cancelled_before_start(spec)),
+            // Cancelled while waiting for a slot: nothing started.
+            () = cancel.cancelled() => return Ok(RunOutcome { cancelled: true, ..RunOutcome::not_run(spec, "") }),
         };
         // Holding one of `total`'s permits means some member has a free slot.
         let Some((first, slot)) = self.pick(None) else {
             return Err(SandboxError::Spec("no engine has a free slot".into()));
         };
-        let result = slot.member.runner.run(spec, tree, cancel.clone()).await;
-        let error = match result {
-            Ok(outcome) => {
-                slot.member.mark(None);
-                return Ok(outcome);
+        match self.members[first].run(spec, tree, cancel.clone()).await {
+            Err(e) if before_container(&e) && !cancel.is_cancelled() => {
+                drop(slot);
+                let Some((second, _slot)) = self.pick(Some(first)) else {
+                    return Err(e);
+                };
+                tracing::info!(from = self.members[first].name(), to = self.members[second].name(), error = %e, "run moved to another engine");
+                self.members[second].run(spec, tree, cancel).await
             }
-            Err(e) => e,
-        };
-        if unreachable(&error) {
-            slot.member.mark(Some(&error));
+            result => result,
         }
-        if !before_container(&error) || cancel.is_cancelled() {
-            return Err(error);
-        }
-        drop(slot);
-        let Some((_, other)) = self.pick(Some(first)) else {
-            return Err(error);
-        };
-        tracing::info!(from = self.members[first].name(), to = other.member.name(), error = %error, "run moved to another engine");
-        let result = other.member.runner.run(spec, tree, cancel).await;
-        match &result {
-            Ok(_) => other.member.mark(None),
-            Err(e) if unreachable(e) => other.member.mark(Some(e)),
-            Err(_) => {}
-        }
-        result
     }
 
     async fn image_digest(&self, image: &str) -> Result<String, SandboxError> {
-        let mut last = None;
-        for m in self.members.iter().filter(|m| !m.is_down()) {
-            match m.runner.image_digest(image).await {
-                Ok(d) => return Ok(d),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| SandboxError::ImageMissing {
-            image: image.to_string(),
-        }))
+        self.first_answer(image, |r| r.image_digest(image)).await
     }
 
     async fn image_identity(&self, image: &str) -> Result<String, SandboxError> {
-        let mut last = None;
-        for m in self.members.iter().filter(|m| !m.is_down()) {
-            match m.runner.image_identity(image).await {
-                Ok(d) => return Ok(d),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| SandboxError::ImageMissing {
-            image: image.to_string(),
-        }))
+        self.first_answer(image, |r| r.image_identity(image)).await
     }
 
     async fn ping(&self) -> Result<(), SandboxError> {
@@ -529,9 +489,10 @@ impl Runner for Engines {
                 }),
             };
             m.mark(result.as_ref().err());
-            let mut health = EngineHealth::of(m.runner.target(), result.err());
-            health.running = m.running.load(Ordering::Relaxed);
-            health
+            EngineHealth {
+                running: m.running(),
+                ..EngineHealth::of(m.runner.target(), result.err())
+            }
         });
         futures_util::future::join_all(probes).await
     }

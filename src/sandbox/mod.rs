@@ -88,6 +88,33 @@ pub struct RunOutcome {
     pub engine: Option<String>,
 }
 
+impl RunOutcome {
+    /// The outcome of a test that did not run under `spec` (its requirements could not be
+    /// fetched, or it was cancelled before a container started): exit code -1, no output,
+    /// no time.
+    pub fn not_run(spec: &ContainerSpec, image_digest: &str) -> Self {
+        Self {
+            exit_code: -1,
+            duration_ms: 0,
+            timed_out: false,
+            oom_killed: false,
+            output_truncated: false,
+            cancelled: false,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_sha256: Sha256Digest::of(b""),
+            stderr_sha256: Sha256Digest::of(b""),
+            image: spec.image.clone(),
+            image_digest: image_digest.to_string(),
+            oci_runtime: String::new(),
+            limits: spec.limits.clone(),
+            network: None,
+            install: None,
+            engine: None,
+        }
+    }
+}
+
 /// What the install step did ([`InstallStep`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallOutcome {

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use skill_verifier::package::Runtime;
 use skill_verifier::sandbox::engines::TlsFiles;
-use skill_verifier::sandbox::{DockerRunner, EngineTarget, Runner};
+use skill_verifier::sandbox::images::{default_image, prepare, PrepareOptions};
+use skill_verifier::sandbox::{DockerRunner, EngineTarget, ImageMap, Runner};
 
 /// The bridge the test engines attach containers to.
 const BRIDGE: &str = "svtls0";
@@ -180,6 +182,25 @@ impl TlsDockerd {
             tls: Some(TlsFiles::in_dir(certs)),
             capacity,
         }
+    }
+
+    /// Builds the shell runner image on this engine with the recipe, as `images prepare`
+    /// does for every engine; returns our connected runner.
+    pub async fn prepare_shell_image(&self) -> DockerRunner {
+        let runner = DockerRunner::connect_to(self.target("remote", 1))
+            .await
+            .unwrap();
+        let image = default_image(Runtime::Shell);
+        let images: ImageMap = [(Runtime::Shell, image)].into();
+        let mut progress = |line: &str| eprintln!("images[remote]: {line}");
+        let options = PrepareOptions {
+            no_pull: true,
+            force_build: false,
+        };
+        prepare(&runner, &images, options, &mut progress)
+            .await
+            .expect("the shell image builds on the TLS engine");
+        runner
     }
 
     /// dockerd's log so far.

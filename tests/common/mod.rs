@@ -182,6 +182,20 @@ impl TestServer {
         resp.json().await.unwrap()
     }
 
+    /// A finished job's statement, after verifying its envelope against `GET /keys`.
+    pub async fn statement(&self, id: &str) -> serde_json::Value {
+        let envelope = self
+            .client
+            .get(format!("{}/verify/{id}/attestation", self.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        verify_with_published_key(self, &envelope).await
+    }
+
     /// Polls a job until it is finished (or panics after `secs`).
     pub async fn wait(&self, id: &str, secs: u64) -> JobView {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

@@ -111,6 +111,29 @@ pub(crate) fn write_tar(
     ))
 }
 
+/// The header of one entry of a job's normalised tar: mtime 0, uid and gid 0, mode 0755
+/// for folders and executables, else 0644. Everything that writes a tar a container
+/// unpacks uses it.
+pub fn normal_header(kind: EntryKind, len: u64, executable: bool) -> ::tar::Header {
+    let mut header = ::tar::Header::new_gnu();
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    match kind {
+        EntryKind::Dir => {
+            header.set_entry_type(::tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+        }
+        EntryKind::File => {
+            header.set_entry_type(::tar::EntryType::Regular);
+            header.set_mode(if executable { 0o755 } else { 0o644 });
+            header.set_size(len);
+        }
+    }
+    header
+}
+
 /// Writes the tar into `out`, returning it with the SHA-256 and length of what was written
 /// and the data offset of each file entry.
 pub(crate) fn write_stream<W: Write>(
@@ -122,21 +145,13 @@ pub(crate) fn write_stream<W: Write>(
     let mut builder = ::tar::Builder::new(HashingWriter::new(out));
     for item in entries {
         let entry = &item.entry;
-        let mut header = ::tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
         match entry.kind {
             EntryKind::Dir => {
-                header.set_entry_type(::tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
+                let mut header = normal_header(EntryKind::Dir, 0, false);
                 builder.append_data(&mut header, &entry.path, io::empty())?;
             }
             EntryKind::File => {
-                header.set_entry_type(::tar::EntryType::Regular);
-                header.set_mode(if entry.executable { 0o755 } else { 0o644 });
-                header.set_size(entry.len);
+                let mut header = normal_header(EntryKind::File, entry.len, entry.executable);
                 let range = SpoolRange {
                     spool,
                     pos: item.spool_offset,
