@@ -60,6 +60,9 @@ async fn verify_gives_the_documented_verdicts_and_attestations_verify_offline() 
     for (name, code, status) in EXAMPLES {
         let out_file = tmp.path().join(format!("{name}.json"));
         let out = bin()
+            // The run must find its container already launched (`verify` launches it as
+            // soon as the package is read); the runner says so at debug level.
+            .env("RUST_LOG", "warn,skill_verifier::sandbox::docker=debug")
             .arg("verify")
             .arg(example(name))
             .arg("--key-dir")
@@ -78,6 +81,15 @@ async fn verify_gives_the_documented_verdicts_and_attestations_verify_offline() 
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(status), "verdict line for {name}: {stderr}");
+        // Skills without dependencies run in the prelaunched container (with
+        // dependencies the tree carries the distributions and may outgrow it).
+        if *name != "python-deps" {
+            assert!(
+                stderr.contains("took the prelaunched container")
+                    && !stderr.contains("unused prelaunched"),
+                "{name} did not run in its prelaunched container: {stderr}"
+            );
+        }
         let statement = statement_of(&std::fs::read(&out_file).unwrap());
         assert_eq!(
             statement["predicate"]["result"]["status"], *status,

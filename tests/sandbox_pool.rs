@@ -14,8 +14,9 @@ async fn warm_containers_run_each_jobs_command_and_are_removed_on_settle() {
     let instance = instance();
     let t = tree(&[("data.txt", "from the tree\n", false)]);
     let policy = policy();
-    // Quotes, a newline and shell metacharacters survive the trip through stdin.
-    let tricky = "printf '%s|' \"it's\" 'a \"test\"'; echo\ncat data.txt; id -u; exit 7";
+    // Quotes, newlines (an empty line and a trailing one), leading blanks, a tab, a
+    // backslash and shell metacharacters survive the trip through stdin.
+    let tricky = "printf '%s|' \"it's\" 'a \"test\"'; echo\n\n  cat data.txt\t\necho 'back\\slash'; id -u; exit 7\n";
     let mut outcomes = Vec::new();
     for _ in 0..3 {
         let o = run_in(
@@ -35,7 +36,10 @@ async fn warm_containers_run_each_jobs_command_and_are_removed_on_settle() {
     }
     for o in &outcomes {
         assert_eq!(o.exit_code, 7);
-        assert_eq!(text(&o.stdout), "it's|a \"test\"|\nfrom the tree\n65534\n");
+        assert_eq!(
+            text(&o.stdout),
+            "it's|a \"test\"|\nfrom the tree\nback\\slash\n65534\n"
+        );
         assert!(!o.timed_out && !o.oom_killed);
     }
     // The same limits apply in a warm container: no network, read-only root.
@@ -228,5 +232,95 @@ async fn prewarming_starts_containers_before_any_job_and_a_job_takes_one() {
     .unwrap();
     assert_eq!(text(&out.stdout), "warm\n");
     runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
+
+/// Containers (any state) carrying this instance label.
+fn containers_of(instance: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.skill-verifier.instance={instance}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prelaunched_container_serves_the_next_run_of_its_shape_and_nothing_else_is_made() {
+    let Some(runner) = runner().await else { return };
+    let instance = instance();
+    let policy = policy();
+    // As `verify` does: launched before the job is ready (the command is not yet known).
+    runner.prelaunch(&spec(&instance, Runtime::Shell, "true", None, &policy));
+    let t = tree(&[("data.txt", "prelaunched\n", false)]);
+    let begun = std::time::Instant::now();
+    // Quotes and newlines reach the prelaunched container as they do a pooled one.
+    let out = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "cat data.txt\nprintf '%s\\n' \"it's\"",
+        Some(10),
+        &policy,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&out.stdout), "prelaunched\nit's\n");
+    assert_eq!(out.exit_code, 0);
+    assert!(begun.elapsed() < bound(10, &policy));
+    // The run took the prelaunched container and removed it: nothing is left even before
+    // `settle` (a second, unused container would still be there). With a sink mode the
+    // sink goes with it.
+    assert_eq!(containers_of(&instance), 0);
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prelaunched_containers_deadline_starts_when_it_runs_and_holds() {
+    let Some(runner) = runner().await else { return };
+    let instance = instance();
+    let policy = policy();
+    runner.prelaunch(&spec(&instance, Runtime::Shell, "true", None, &policy));
+    let begun = std::time::Instant::now();
+    let out = sh(&runner, &instance, "sleep 60", Some(2)).await;
+    assert!(out.timed_out, "{out:?}");
+    assert!(begun.elapsed() < bound(2, &policy), "{:?}", begun.elapsed());
+    // The timeout is the test's own: at least the 2 s it was given.
+    assert!(out.duration_ms >= 2000, "{}", out.duration_ms);
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_prelaunched_container_is_removed_by_settle() {
+    let Some(runner) = runner().await else { return };
+    let instance = instance();
+    let policy = policy();
+    runner.prelaunch(&spec(&instance, Runtime::Shell, "true", None, &policy));
+    // A run of another shape (a different memory limit) launches its own container.
+    let mut other = policy.clone();
+    other.memory_bytes /= 2;
+    let t = tree(&[]);
+    let out = run_in(
+        &runner,
+        &instance,
+        Runtime::Shell,
+        "echo own",
+        Some(10),
+        &other,
+        t.path(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&out.stdout), "own\n");
+    // `settle` waits for the prelaunch (whatever stage it is in) and removes it.
+    runner.settle().await;
+    assert_eq!(containers_of(&instance), 0);
     assert_no_leftovers(&runner, &instance).await;
 }

@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::ids::JobId;
 
 use crate::jobs::{Attempt, PipelineError, Verifier};
-use crate::sandbox::DockerRunner;
+use crate::sandbox::{DockerRunner, Runner as _};
 
 /// Arguments.
 #[derive(Debug, Args)]
@@ -48,7 +48,12 @@ pub struct VerifyArgs {
 /// Runs the pipeline; returns the exit code.
 pub fn run(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(verify(args, settings))
+    let code = runtime.block_on(verify(args, settings));
+    // Everything that matters is finished when `verify` returns (the containers removed,
+    // the attestation written); dropping the runtime would also wait for its idle blocking
+    // threads, a millisecond or two on the way out.
+    runtime.shutdown_background();
+    code
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
@@ -58,7 +63,9 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
 
 async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
     // The engine first: connecting is on the run's critical path (the container cannot be
-    // created before it), the rules, the key and the package are not; they load meanwhile.
+    // created before it), and so is the package (its runtime names the image); the rules,
+    // the key, the scan and the dependency check are not: they happen while the container
+    // starts.
     let connecting = {
         let settings = settings.clone();
         tokio::spawn(async move { engine(&settings).await })
@@ -69,15 +76,9 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         .context("creating a scratch directory")?;
     let tar = scratch.path().join("tree.tar");
     let (path, limits) = (args.path.clone(), settings.package.clone());
-    // Reading the package, loading the rules and getting the engine ready overlap: none
-    // needs the others.
+    // Reading the package and getting the engine ready overlap: the container's launch
+    // needs both (its image is the package's runtime's), and nothing else.
     let loading = tokio::task::spawn_blocking(move || crate::package::read(&path, &tar, &limits));
-    // A one-shot process: the compiled rules come from the cache under the data dir.
-    let rules = {
-        let (scan, policy) = (settings.scan.clone(), args.policy.clone());
-        let cache = settings.data_dir().join("cache");
-        tokio::task::spawn_blocking(move || scan.load_cached(policy.as_deref(), &cache))
-    };
     // The simulated quote measures this binary (SHA-384 of tens of MB): read from the cache
     // when this binary file was measured before, else hashed beside the package read, the
     // scan and the run instead of before signing.
@@ -86,12 +87,8 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
             &settings.data_dir().join("cache"),
         ));
     }
-    let (loaded, engine, rules) = tokio::join!(loading, connecting, rules);
+    let (loaded, engine) = tokio::join!(loading, connecting);
     let engine = engine.unwrap_or_else(|e| Err(format!("connecting to the engine: {e}")));
-    let scan = match rules.context("loading the rules")? {
-        Ok((scanner, policy)) => Arc::new(crate::scan::Stage { scanner, policy }),
-        Err(e) => return fail(EXIT_ERROR, e),
-    };
     let package = match loaded? {
         Ok(p) => p,
         Err(e) if e.is_invalid_package() => {
@@ -106,10 +103,49 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         Ok(runner) => runner,
         Err(message) => return fail(EXIT_ERROR, message),
     };
-    // Containers of earlier CLI runs that died without cleaning up (see the sandbox's
-    // lease rule): removed beside this run, finished before the process exits.
-    let reaper = runner.clone();
-    let reaping = tokio::spawn(async move { reaper.reap_dead_leases().await });
+    // A per-process instance: a daemon's start-up reaper never touches CLI containers.
+    let instance = format!("cli-{}", uuid::Uuid::new_v4());
+    // The test's container is launched now, beside the rules, the key, the scan and the
+    // dependency check: its start is most of the run's cost and needs none of them.
+    let labels = std::collections::BTreeMap::from([(
+        crate::sandbox::LABEL_INSTANCE.to_string(),
+        instance.clone(),
+    )]);
+    if let Ok(spec) = crate::sandbox::spec_for(&package.test, &settings.sandbox, labels) {
+        runner.prelaunch(&spec);
+    }
+    // The rules load while the engine starts the container (on 2 cores, deserialising them
+    // before the launch was a few milliseconds on the critical path). A one-shot process:
+    // the compiled rules come from the cache under the data dir.
+    let rules = {
+        let (scan, policy) = (settings.scan.clone(), args.policy.clone());
+        let cache = settings.data_dir().join("cache");
+        tokio::task::spawn_blocking(move || scan.load_cached(policy.as_deref(), &cache))
+    };
+    let runner = Arc::new(runner);
+    // Whatever happens next, the prelaunched container and the run's container are gone
+    // before the process exits.
+    let code = finish(args, settings, runner.clone(), package, rules, instance).await;
+    runner.settle().await;
+    code
+}
+
+/// Everything after the engine and the package are ready: the rules, the key, the run,
+/// the attestation and the report.
+async fn finish(
+    args: VerifyArgs,
+    settings: Settings,
+    runner: Arc<DockerRunner>,
+    package: crate::package::Package,
+    rules: tokio::task::JoinHandle<
+        Result<(crate::scan::Scanner, crate::scan::Policy), crate::scan::ScanError>,
+    >,
+    instance: String,
+) -> anyhow::Result<u8> {
+    let scan = match rules.await.context("loading the rules")? {
+        Ok((scanner, policy)) => Arc::new(crate::scan::Stage { scanner, policy }),
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
     let key_dir = args
         .key_dir
         .clone()
@@ -126,12 +162,11 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
     // The quote provider is made after the run (below): the run never quotes, and the
     // measurement it needs is hashed meanwhile.
     let mut verifier = Verifier {
-        runner: Arc::new(runner),
+        runner: runner.clone(),
         signer: Arc::new(signer),
         quotes: Arc::new(crate::attest::quote::NoQuoteProvider),
         policy: settings.sandbox.clone(),
-        // A per-process instance: a daemon's start-up reaper never touches CLI containers.
-        instance: format!("cli-{}", uuid::Uuid::new_v4()),
+        instance,
         scan: scan.clone(),
         deps: Arc::new(crate::deps::Deps::new(
             settings.deps.clone(),
@@ -155,6 +190,14 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         Ok(ran) => ran,
         Err(PipelineError::Cancelled) => return fail(EXIT_ERROR, "interrupted; container removed"),
         Err(e) => return fail(EXIT_ERROR, e),
+    };
+    // Containers of earlier CLI runs that died without cleaning up (see the sandbox's
+    // lease rule): removed beside this run's own removal and the attestation, finished
+    // before the process exits. Not earlier: while this run's container is created and
+    // started, the engine's time is the run's.
+    let reaping = {
+        let reaper = runner.clone();
+        tokio::spawn(async move { reaper.reap_dead_leases().await })
     };
     verifier.quotes = match crate::attest::quote::from_settings(&settings.attest) {
         Ok(q) => q,
@@ -276,12 +319,15 @@ async fn engine(settings: &Settings) -> Result<DockerRunner, String> {
     })?;
     // runc is every engine's built-in runtime: the check (one `GET /info`) is for a tier
     // that must never silently fall back to it (gVisor, an `oci_runtime` override).
+    // Containers are removed in the background, beside signing and writing the
+    // attestation; `settle` waits for them before the process exits.
+    let runner = runner.with_lease().with_background_removal();
     let runtime = settings.sandbox.runtime_name();
     if runtime == "runc" {
-        return Ok(runner.with_lease());
+        return Ok(runner);
     }
     match runner.require_runtime(runtime).await {
-        Ok(()) => Ok(runner.with_lease()),
+        Ok(()) => Ok(runner),
         Err(e @ crate::sandbox::SandboxError::RuntimeMissing { .. }) => Err(e.to_string()),
         Err(e) => Err(format!(
             "the Docker engine does not answer: {e} (start it, or set DOCKER_HOST)"

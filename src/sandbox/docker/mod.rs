@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use bollard::container::AttachContainerResults;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::CreateImageOptionsBuilder;
@@ -85,6 +84,25 @@ pub struct DockerRunner {
     pool: Option<Arc<WarmPool>>,
     /// This process's lease label value (daemon-less runs), see [`lease`].
     lease: Option<String>,
+    /// The container launched ahead of a daemon-less run's one job ([`Self::prelaunch`]).
+    prelaunched: Arc<std::sync::Mutex<Option<Prelaunch>>>,
+}
+
+/// A launch started before its job was ready: the key of its shape and the task creating
+/// and attaching to its container, which yields the container and its start (a task of its
+/// own, so the job's stdin can be fed while the engine starts it).
+struct Prelaunch {
+    key: String,
+    launch: tokio::task::JoinHandle<Result<(Launched, Starting), SandboxError>>,
+}
+
+/// A container's start, running in its own task.
+type Starting = tokio::task::JoinHandle<Result<(), SandboxError>>;
+
+impl std::fmt::Debug for Prelaunch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prelaunch").field("key", &self.key).finish()
+    }
 }
 
 /// A created, attached and started container: its removal guard and its stdio, and its
@@ -96,6 +114,11 @@ pub(super) struct Launched {
 }
 
 impl Launched {
+    /// The test container's ID.
+    fn id(&self) -> &str {
+        self.guard.id.as_deref().unwrap_or_default()
+    }
+
     /// Removes the test container, then its sink.
     async fn remove(self, docker: &Docker) -> Result<(), SandboxError> {
         let test = self.guard.disarm_and_remove(docker).await;
@@ -109,8 +132,8 @@ impl Launched {
 
 impl DockerRunner {
     /// Connects to the engine named by `DOCKER_HOST` (`unix://`, `tcp://`, `http://`), or the
-    /// local socket `/var/run/docker.sock`, and negotiates the API version (the engine may be
-    /// older than bollard, e.g. 20.10 speaks API 1.41).
+    /// local socket `/var/run/docker.sock`, and checks that it answers (a ping; see
+    /// `engine::connect` on why the API version is not negotiated).
     pub async fn connect() -> Result<Self, SandboxError> {
         Self::connect_to(EngineTarget::from_env(1)).await
     }
@@ -124,6 +147,7 @@ impl DockerRunner {
             removals: None,
             pool: None,
             lease: None,
+            prelaunched: Arc::default(),
         })
     }
 
@@ -159,6 +183,58 @@ impl DockerRunner {
     pub fn with_lease(mut self) -> Self {
         self.lease = lease::current();
         self
+    }
+
+    /// Starts launching a container for `spec`'s shape now (create, attach, start, as for the
+    /// warm pool), for the next `run` of that shape to take: a daemon-less run overlaps the
+    /// engine's container start (most of a trivial run's cost) with what it does before the
+    /// run (loading the rules and the key, the scan, the dependency check).
+    ///
+    /// One at a time: a second call replaces nothing. A `run` of another shape, or of a tree
+    /// too big for a pooled container, launches its own; [`Runner::settle`] removes a
+    /// prelaunched container nobody took.
+    pub fn prelaunch(&self, spec: &ContainerSpec) {
+        let mut slot = self.prelaunched.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let generic = spec.pooled();
+        let key = serde_json::to_string(&generic).unwrap_or_default();
+        let runner = self.clone();
+        let launch = tokio::spawn(async move {
+            let launched = runner.create_attached(&generic, POOL_TREE_BYTES).await?;
+            let (docker, id) = (runner.docker.clone(), launched.id().to_string());
+            let starting = tokio::spawn(async move { engine::start(&docker, &id).await });
+            Ok((launched, starting))
+        });
+        *slot = Some(Prelaunch { key, launch });
+    }
+
+    /// The prelaunched container, if it was launched for `key`, with its start, which may
+    /// still be running (awaited up to the attach; `None` when that failed, so the run
+    /// launches its own and reports its own error).
+    async fn take_prelaunched(&self, key: &str) -> Option<(Launched, Starting)> {
+        let launch = {
+            let mut slot = self.prelaunched.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(p) if p.key == key => slot.take().map(|p| p.launch),
+                _ => None,
+            }
+        }?;
+        match launch.await {
+            Ok(Ok(launched)) => {
+                tracing::debug!(container = %launched.0.id(), "took the prelaunched container");
+                Some(launched)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "prelaunched container failed; launching again");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "prelaunch task failed; launching again");
+                None
+            }
+        }
     }
 
     /// Removes the containers of daemon-less runs that are gone (see [`lease`] for the
@@ -254,8 +330,28 @@ impl DockerRunner {
     }
 
     /// Creates, attaches to and starts a container for `spec` with room for `tree_bytes` in
-    /// its working copy. A failure after create removes the container (its guard).
+    /// its working copy. A failure after create removes the container before it returns.
     async fn launch(
+        &self,
+        spec: &ContainerSpec,
+        tree_bytes: u64,
+    ) -> Result<Launched, SandboxError> {
+        let launched = self.create_attached(spec, tree_bytes).await?;
+        match engine::start(&self.docker, launched.id()).await {
+            Ok(()) => Ok(launched),
+            Err(e) => {
+                if let Err(removal) = launched.remove(&self.docker).await {
+                    tracing::warn!(error = %removal, "container not removed after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a container for `spec` (and its sink, started) and attaches to it, **not**
+    /// started: attached before start, so no output is lost. A failure after create
+    /// removes what was made before it returns.
+    async fn create_attached(
         &self,
         spec: &ContainerSpec,
         tree_bytes: u64,
@@ -285,7 +381,6 @@ impl DockerRunner {
                 id: Some(id.clone()),
             };
             let io = engine::attach(&self.docker, &id).await?;
-            engine::start(&self.docker, &id).await?;
             Ok::<_, SandboxError>((guard, io))
         }
         .await;
@@ -350,30 +445,32 @@ impl Runner for DockerRunner {
         cancel: CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
         let _busy = self.pool.as_ref().map(|p| Busy::enter(p.clone()));
-        let pooled = match &self.pool {
-            Some(pool) if tree.footprint_bytes <= POOL_TREE_BYTES => {
-                let generic = spec.pooled();
-                let key = serde_json::to_string(&generic).unwrap_or_default();
-                Some((pool, generic, key))
+        // A warm container (pooled or prelaunched) serves trees its work tmpfs has room for.
+        let shape = (tree.footprint_bytes <= POOL_TREE_BYTES).then(|| {
+            let generic = spec.pooled();
+            let key = serde_json::to_string(&generic).unwrap_or_default();
+            (generic, key)
+        });
+        let (mut warm, mut starting) = (None, None);
+        if let Some((generic, key)) = &shape {
+            if let Some((launched, start)) = self.take_prelaunched(key).await {
+                (warm, starting) = (Some(launched), Some(start));
             }
-            _ => None,
-        };
-        let (launched, line) = match &pooled {
-            Some((pool, generic, key)) => {
-                let warm = pool.take(key);
+            if let Some(pool) = &self.pool {
+                if warm.is_none() {
+                    warm = pool.take(key);
+                }
                 // Top up behind this job (whether it found a warm container or not).
                 self.refill(pool, generic, key);
-                let launched = match warm {
-                    Some(warm) => warm,
-                    None => self.launch(generic, POOL_TREE_BYTES).await?,
-                };
-                let line = format!(
-                    "{}\n",
-                    base64::engine::general_purpose::STANDARD.encode(spec.run_script())
-                );
-                (launched, Some(line.into_bytes()))
             }
-            None => (self.launch(spec, tree.footprint_bytes).await?, None),
+        }
+        let (launched, line) = match (warm, &shape) {
+            (Some(warm), _) => (warm, Some(warm_line(spec))),
+            (None, Some((generic, _))) if self.pool.is_some() => (
+                self.launch(generic, POOL_TREE_BYTES).await?,
+                Some(warm_line(spec)),
+            ),
+            _ => (self.launch(spec, tree.footprint_bytes).await?, None),
         };
         let Launched {
             guard,
@@ -389,7 +486,8 @@ impl Runner for DockerRunner {
                 })
                 .await?;
             }
-            let mut outcome = run::drive(&self.docker, &id, spec, io, tree, line, cancel).await?;
+            let mut outcome =
+                run::drive(&self.docker, &id, spec, io, tree, line, starting, cancel).await?;
             outcome.engine = Some(self.target.name.clone());
             if let Some(sink) = sink.as_mut() {
                 outcome.network = Some(sink.report().await?);
@@ -432,6 +530,22 @@ impl Runner for DockerRunner {
     }
 
     async fn settle(&self) {
+        // A prelaunched container nobody took: its launch finishes, then it is removed.
+        let prelaunched = self
+            .prelaunched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(p) = prelaunched {
+            if let Ok(Ok((launched, starting))) = p.launch.await {
+                tracing::debug!(container = %launched.id(), "removing the unused prelaunched container");
+                // Removed once its start is over (a container mid-start may refuse).
+                let _ = starting.await;
+                if let Err(e) = launched.remove(&self.docker).await {
+                    tracing::warn!(error = %e, "prelaunched container not removed");
+                }
+            }
+        }
         // Refills stop after the container in hand; then background work (removals,
         // refills) finishes, then the pool is emptied, its members removed concurrently.
         if let Some(pool) = &self.pool {
@@ -530,6 +644,11 @@ impl Drop for ContainerGuard {
             }
         }
     }
+}
+
+/// What a warm container reads first: the script to run ([`command_lines`]).
+fn warm_line(spec: &ContainerSpec) -> Vec<u8> {
+    crate::sandbox::spec::command_lines(&spec.run_script())
 }
 
 /// `repo[:tag]` -> (repo, tag); a `:` inside a registry host:port is not a tag.

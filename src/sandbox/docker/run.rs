@@ -67,9 +67,13 @@ fn signal(kills: &mut JoinSet<()>, docker: &Docker, id: &str, signal: &'static s
     });
 }
 
-/// Everything between a started, attached container and its outcome; the caller removes
-/// the container whatever this returns. `line` is the command line a warm container reads
-/// first; the deadline starts when it is handed to the feeder.
+/// Everything between an attached container and its outcome; the caller removes the
+/// container whatever this returns. `line` is the command line a warm container reads
+/// first. `starting` is the container's start when it is still under way (a prelaunched
+/// container): its stdin is fed meanwhile, and the engine holds the bytes until the
+/// container reads them, so the container finds its command and tree the moment it runs.
+/// The deadline starts once the container runs with its command delivered.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn drive(
     docker: &Docker,
     id: &str,
@@ -77,6 +81,7 @@ pub(super) async fn drive(
     io: AttachContainerResults,
     tree: &TreeTar,
     line: Option<Vec<u8>>,
+    starting: Option<tokio::task::JoinHandle<Result<(), SandboxError>>>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome, SandboxError> {
     let AttachContainerResults { mut output, input } = io;
@@ -94,11 +99,19 @@ pub(super) async fn drive(
         .build();
     let mut wait = docker.wait_container(id, Some(wait_options));
 
-    let started = Instant::now();
-    let started_wall = unix_now();
     // Aborted when this function returns, on every path: an early error must not leave it
     // writing into a connection nobody reads.
     let mut feeder = AbortOnDropHandle::new(tokio::spawn(feed(line, tar, input)));
+    if let Some(starting) = starting {
+        match starting.await {
+            Ok(result) => result?,
+            // The start task was lost (aborted): start again; an engine that already
+            // started the container answers 304, which is success.
+            Err(_) => engine::start(docker, id).await?,
+        }
+    }
+    let started = Instant::now();
+    let started_wall = unix_now();
     let mut kills = JoinSet::new();
 
     let limits = &spec.limits;
