@@ -324,3 +324,36 @@ async fn an_unused_prelaunched_container_is_removed_by_settle() {
     assert_eq!(containers_of(&instance), 0);
     assert_no_leftovers(&runner, &instance).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarmed_shape_keeps_one_until_a_job_uses_it_then_the_full_pool() {
+    let Some(runner) = runner().await else { return };
+    let runner = runner.with_warm_pool(3);
+    let instance = instance();
+    let policy = policy();
+    // With a sink mode each warm entry is two containers (the test's and its sink).
+    let per = if policy.network == "none" { 1 } else { 2 };
+    let settled = |want: usize| {
+        let instance = instance.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while containers_of(&instance) < want && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            // No more than that arrives.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            containers_of(&instance)
+        }
+    };
+    runner.prewarm(&spec(&instance, Runtime::Shell, "true", None, &policy));
+    assert_eq!(settled(per).await, per, "a prewarmed shape keeps one");
+    let out = sh(&runner, &instance, "echo used", Some(10)).await;
+    assert_eq!(text(&out.stdout), "used\n");
+    assert_eq!(
+        settled(3 * per).await,
+        3 * per,
+        "a used shape keeps the full pool"
+    );
+    runner.settle().await;
+    assert_no_leftovers(&runner, &instance).await;
+}

@@ -405,7 +405,7 @@ impl DockerRunner {
         let Some(tracker) = &self.removals else {
             return;
         };
-        if pool.len(key) >= pool.per_key {
+        if pool.len(key) >= pool.target(key) {
             return;
         }
         let Some(claim) = pool.claim_refill(key) else {
@@ -415,7 +415,7 @@ impl DockerRunner {
             (self.clone(), pool.clone(), generic.clone(), key.to_string());
         tracker.spawn(async move {
             let _claim = claim;
-            while pool.len(&key) < pool.per_key && !pool.stopping() {
+            while pool.len(&key) < pool.target(&key) && !pool.stopping() {
                 match runner.launch(&generic, POOL_TREE_BYTES).await {
                     Ok(warm) => {
                         if let Some(extra) = pool.put(&key, warm) {
