@@ -62,6 +62,21 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<u8> {
 }
 
 async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
+    // Ctrl-C cancels the run, whose containers are then removed. Registered before
+    // anything reaches the engine (synchronously, not on a task's first poll): a container
+    // exists from the prelaunch on, and an interrupt must never find the default action
+    // (exit at once, the container left for a later run's reaper).
+    let cancel = CancellationToken::new();
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("handling Ctrl-C")?;
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if interrupt.recv().await.is_some() {
+                cancel.cancel();
+            }
+        });
+    }
     // The engine first: connecting is on the run's critical path (the container cannot be
     // created before it), and so is the package (its runtime names the image); the rules,
     // the key, the scan and the dependency check are not: they happen while the container
@@ -103,6 +118,9 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
         Ok(runner) => runner,
         Err(message) => return fail(EXIT_ERROR, message),
     };
+    if cancel.is_cancelled() {
+        return fail(EXIT_ERROR, "interrupted");
+    }
     // A per-process instance: a daemon's start-up reaper never touches CLI containers.
     let instance = format!("cli-{}", uuid::Uuid::new_v4());
     // The test's container is launched now, beside the rules, the key, the scan and the
@@ -125,7 +143,16 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
     let runner = Arc::new(runner);
     // Whatever happens next, the prelaunched container and the run's container are gone
     // before the process exits.
-    let code = finish(args, settings, runner.clone(), package, rules, instance).await;
+    let code = finish(
+        args,
+        settings,
+        runner.clone(),
+        package,
+        rules,
+        instance,
+        cancel,
+    )
+    .await;
     runner.settle().await;
     code
 }
@@ -141,6 +168,7 @@ async fn finish(
         Result<(crate::scan::Scanner, crate::scan::Policy), crate::scan::ScanError>,
     >,
     instance: String,
+    cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
     let scan = match rules.await.context("loading the rules")? {
         Ok((scanner, policy)) => Arc::new(crate::scan::Stage { scanner, policy }),
@@ -177,13 +205,6 @@ async fn finish(
         job: JobId::new(),
         attempt: 1,
     };
-    let cancel = CancellationToken::new();
-    let on_ctrl_c = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_ctrl_c.cancel();
-        }
-    });
     let name = package.manifest.name.clone();
     let tree = package.tree_sha256;
     let ran = match verifier.run(attempt, package, cancel).await {
