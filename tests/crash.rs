@@ -224,11 +224,7 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::accepted_id(resp).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while job(&client, &url, &id).await["phase"] != "running" {
         assert!(Instant::now() < deadline, "the job never started");

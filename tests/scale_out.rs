@@ -335,11 +335,7 @@ async fn a_paused_daemon_that_lost_its_lease_cannot_write_its_result() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::accepted_id(resp).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while get_json(&client, &format!("{}/verify/{id}", a.url)).await["phase"] != "running" {
         assert!(Instant::now() < deadline, "the job never started");
@@ -416,11 +412,7 @@ async fn a_live_daemons_heartbeat_keeps_a_job_longer_than_its_lease() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::accepted_id(resp).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = loop {
         let j = get_json(&client, &format!("{}/verify/{id}", b.url)).await;

@@ -65,11 +65,7 @@ async fn a_webhook_is_retried_until_accepted_and_both_signatures_verify() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::accepted_id(resp).await;
     server.wait(&id, 60).await;
 
     // Two refusals, backoff 1 s then 2 s, then accepted.
@@ -260,11 +256,7 @@ async fn a_multipart_callback_url_is_delivered_or_refused_like_the_query_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::accepted_id(resp).await;
     open.wait(&id, 60).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.lock().unwrap().is_empty() {

@@ -125,11 +125,8 @@ async fn verify(args: VerifyArgs, settings: Settings) -> anyhow::Result<u8> {
     let instance = format!("cli-{}", uuid::Uuid::new_v4());
     // The test's container is launched now, beside the rules, the key, the scan and the
     // dependency check: its start is most of the run's cost and needs none of them.
-    let labels = std::collections::BTreeMap::from([(
-        crate::sandbox::LABEL_INSTANCE.to_string(),
-        instance.clone(),
-    )]);
-    if let Ok(spec) = crate::sandbox::spec_for(&package.test, &settings.sandbox, labels) {
+    if let Ok(spec) = crate::sandbox::spec_for_instance(&package.test, &settings.sandbox, &instance)
+    {
         runner.prelaunch(&spec);
     }
     // The rules load while the engine starts the container (on 2 cores, deserialising them

@@ -902,9 +902,6 @@ async fn deadline<T>(
 /// Fills the warm pool for every configured runtime (after the reaper, which would remove
 /// it), so the first job of each finds a started container.
 fn prewarm(verifier: &Verifier) {
-    use crate::sandbox::{spec_for, LABEL_INSTANCE};
-    let labels =
-        std::collections::BTreeMap::from([(LABEL_INSTANCE.to_string(), verifier.instance.clone())]);
     for runtime in verifier.policy.images.keys() {
         let plan = crate::package::TestPlan {
             command: "true".into(),
@@ -912,7 +909,9 @@ fn prewarm(verifier: &Verifier) {
             timeout_secs: None,
             source: crate::package::TestSource::Declared,
         };
-        if let Ok(spec) = spec_for(&plan, &verifier.policy, labels.clone()) {
+        if let Ok(spec) =
+            crate::sandbox::spec_for_instance(&plan, &verifier.policy, &verifier.instance)
+        {
             verifier.runner.prewarm(&spec);
         }
     }

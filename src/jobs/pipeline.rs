@@ -19,9 +19,7 @@ use crate::attest::statement::{
 };
 use crate::ids::JobId;
 use crate::package::{Package, TestSource};
-use crate::sandbox::{
-    spec_for, ContainerSpec, Policy, RunOutcome, Runner, LABEL_INSTANCE, LABEL_JOB,
-};
+use crate::sandbox::{spec_for_instance, ContainerSpec, Policy, RunOutcome, Runner, LABEL_JOB};
 use crate::store::{rfc3339, ResultSummary};
 
 /// How many bytes of each stream go into the attestation's excerpts (the tail: failures
@@ -225,11 +223,9 @@ impl Verifier {
         package: &Package,
         attempt: Attempt,
     ) -> Result<ContainerSpec, PipelineError> {
-        let labels = BTreeMap::from([
-            (LABEL_INSTANCE.to_string(), self.instance.clone()),
-            (LABEL_JOB.to_string(), attempt.job.to_string()),
-        ]);
-        let mut spec = spec_for(plan, &self.policy, labels)?;
+        let mut spec = spec_for_instance(plan, &self.policy, &self.instance)?;
+        spec.labels
+            .insert(LABEL_JOB.to_string(), attempt.job.to_string());
         if spec.network_mode() == crate::sandbox::NetworkMode::Allowlist {
             spec.allow =
                 crate::package::plan::declared_network(&package.manifest).unwrap_or_default();
@@ -984,7 +980,7 @@ pub fn dependency_failure(ran: &Ran) -> Option<crate::scan::Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::Policy;
+    use crate::sandbox::{spec_for, Policy};
 
     fn outcome(exit_code: i64, timed_out: bool, oom_killed: bool) -> RunOutcome {
         let plan = crate::package::TestPlan {

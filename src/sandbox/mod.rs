@@ -33,7 +33,10 @@ use crate::package::{Runtime, TreeTar};
 pub use docker::lease::LABEL_LEASE;
 pub use docker::DockerRunner;
 pub use engines::{EngineSettings, EngineTarget, Engines};
-pub use spec::{spec_for, ContainerSpec, InstallStep, Isolation, NetworkMode, Policy, RunLimits};
+pub use spec::{
+    spec_for, spec_for_instance, ContainerSpec, InstallStep, Isolation, NetworkMode, Policy,
+    RunLimits,
+};
 
 /// Label key every container carries: the daemon instance that created it.
 pub const LABEL_INSTANCE: &str = "dev.skill-verifier.instance";

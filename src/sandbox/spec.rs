@@ -466,6 +466,18 @@ impl ContainerSpec {
     }
 }
 
+/// [`spec_for`] labelled with `instance` (the reaper's label) and nothing job-specific: the
+/// spec a container launched ahead of its job is made for (the warm pool's prewarm, the
+/// CLI's prelaunch); a job's own spec adds its job label to it.
+pub fn spec_for_instance(
+    plan: &TestPlan,
+    policy: &Policy,
+    instance: &str,
+) -> Result<ContainerSpec, SandboxError> {
+    let labels = BTreeMap::from([(super::LABEL_INSTANCE.to_string(), instance.to_string())]);
+    spec_for(plan, policy, labels)
+}
+
 /// Derives the container spec for `plan` under `policy`.
 ///
 /// The timeout is the plan's (`verify-timeout`) or the policy's default, clamped to

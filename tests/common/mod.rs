@@ -275,6 +275,15 @@ pub fn zip(files: Files<'_>) -> Vec<u8> {
     buf.into_inner()
 }
 
+/// The job id of an accepted submission: asserts `202 Accepted` and reads `id`.
+pub async fn accepted_id(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 202);
+    resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A shell skill whose declared test is `test`.
 pub fn shell_skill(name: &str, test: &str) -> Vec<u8> {
     let md = skill_md(name, &[("verify-test", test), ("verify-runtime", "shell")]);

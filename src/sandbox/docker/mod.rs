@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::package::TreeTar;
+use crate::sandbox::spec::command_lines;
 
 use super::{
     ContainerSpec, EngineTarget, NetworkMode, RunOutcome, Runner, SandboxError, LABEL_INSTANCE,
@@ -198,8 +199,7 @@ impl DockerRunner {
         if slot.is_some() {
             return;
         }
-        let generic = spec.pooled();
-        let key = serde_json::to_string(&generic).unwrap_or_default();
+        let (generic, key) = shape_of(spec);
         let runner = self.clone();
         let launch = tokio::spawn(async move {
             let launched = runner.create_attached(&generic, POOL_TREE_BYTES).await?;
@@ -208,6 +208,14 @@ impl DockerRunner {
             Ok((launched, starting))
         });
         *slot = Some(Prelaunch { key, launch });
+    }
+
+    /// Whether a prelaunched container waits for its run.
+    fn prelaunch_pending(&self) -> bool {
+        self.prelaunched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// The prelaunched container, if it was launched for `key`, with its start, which may
@@ -445,12 +453,11 @@ impl Runner for DockerRunner {
         cancel: CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
         let _busy = self.pool.as_ref().map(|p| Busy::enter(p.clone()));
-        // A warm container (pooled or prelaunched) serves trees its work tmpfs has room for.
-        let shape = (tree.footprint_bytes <= POOL_TREE_BYTES).then(|| {
-            let generic = spec.pooled();
-            let key = serde_json::to_string(&generic).unwrap_or_default();
-            (generic, key)
-        });
+        // A warm container (pooled or prelaunched) serves trees its work tmpfs has room for;
+        // without a pool or a prelaunch there is none to look for.
+        let shape = (tree.footprint_bytes <= POOL_TREE_BYTES
+            && (self.pool.is_some() || self.prelaunch_pending()))
+        .then(|| shape_of(spec));
         let (mut warm, mut starting) = (None, None);
         if let Some((generic, key)) = &shape {
             if let Some((launched, start)) = self.take_prelaunched(key).await {
@@ -465,10 +472,10 @@ impl Runner for DockerRunner {
             }
         }
         let (launched, line) = match (warm, &shape) {
-            (Some(warm), _) => (warm, Some(warm_line(spec))),
+            (Some(warm), _) => (warm, Some(command_lines(&spec.run_script()))),
             (None, Some((generic, _))) if self.pool.is_some() => (
                 self.launch(generic, POOL_TREE_BYTES).await?,
-                Some(warm_line(spec)),
+                Some(command_lines(&spec.run_script())),
             ),
             _ => (self.launch(spec, tree.footprint_bytes).await?, None),
         };
@@ -523,8 +530,7 @@ impl Runner for DockerRunner {
 
     fn prewarm(&self, spec: &ContainerSpec) {
         if let Some(pool) = &self.pool {
-            let generic = spec.pooled();
-            let key = serde_json::to_string(&generic).unwrap_or_default();
+            let (generic, key) = shape_of(spec);
             self.refill(pool, &generic, &key);
         }
     }
@@ -646,9 +652,11 @@ impl Drop for ContainerGuard {
     }
 }
 
-/// What a warm container reads first: the script to run ([`command_lines`]).
-fn warm_line(spec: &ContainerSpec) -> Vec<u8> {
-    crate::sandbox::spec::command_lines(&spec.run_script())
+/// The job-independent form of `spec` a warm container is launched for, and its pool key.
+fn shape_of(spec: &ContainerSpec) -> (ContainerSpec, String) {
+    let generic = spec.pooled();
+    let key = serde_json::to_string(&generic).unwrap_or_default();
+    (generic, key)
 }
 
 /// `repo[:tag]` -> (repo, tag); a `:` inside a registry host:port is not a tag.
