@@ -21,10 +21,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 mod support;
-use support::{serve, skill, submit, wait_done, Daemon};
+use support::{get_json, serve, skill, submit, wait_done, Daemon};
 
 /// The shell runner image (its tag is the recipe's digest).
 fn shell_image() -> &'static str {
@@ -165,14 +163,7 @@ async fn burst(client: &reqwest::Client, url: &str, label: &str) -> f64 {
         ids.insert(r.unwrap());
     }
     loop {
-        let page: Value = client
-            .get(format!("{}/jobs?limit=200", url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(client, &format!("{url}/jobs?limit=200")).await;
         let done = page["jobs"]
             .as_array()
             .unwrap()

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{serve, skill, submit, wait_done, Daemon};
+use support::{get_json, serve, skill, submit, wait_done, Daemon};
 
 fn smoke() -> bool {
     std::env::var_os("BENCH_SMOKE").is_some()
@@ -72,14 +72,7 @@ async fn burst(daemon: &Daemon, jobs: usize, tag: &str) -> (Duration, Vec<String
     // Which engine ran each job, from its attestation.
     let mut engines = Vec::new();
     for id in &ids {
-        let env: Value = client
-            .get(format!("{}/verify/{id}/attestation", daemon.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let env = get_json(&client, &format!("{}/verify/{id}/attestation", daemon.url)).await;
         let payload = base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,
             env["payload"].as_str().unwrap(),

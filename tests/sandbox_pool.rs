@@ -202,18 +202,7 @@ async fn prewarming_starts_containers_before_any_job_and_a_job_takes_one() {
     let policy = policy();
     runner.prewarm(&spec(&instance, Runtime::Shell, "true", None, &policy));
     let begun = std::time::Instant::now();
-    let running = || {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=dev.skill-verifier.instance={instance}"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    };
+    let running = || labelled_containers(&instance, false);
     while running() < 1 {
         assert!(begun.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -237,13 +226,14 @@ async fn prewarming_starts_containers_before_any_job_and_a_job_takes_one() {
 
 /// Containers (any state) carrying this instance label.
 fn containers_of(instance: &str) -> usize {
+    labelled_containers(instance, true)
+}
+
+/// Containers carrying this instance label: running ones, or with `all` any state.
+fn labelled_containers(instance: &str, all: bool) -> usize {
     let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.skill-verifier.instance={instance}"),
-        ])
+        .args(["ps", if all { "-aq" } else { "-q" }, "--filter"])
+        .arg(format!("label=dev.skill-verifier.instance={instance}"))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()

@@ -93,17 +93,15 @@ pub async fn submit(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Strin
     v["id"].as_str().unwrap().to_string()
 }
 
+/// GETs `url` and parses its JSON body; panics on any failure.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Polls a job every 5 ms until it passed; panics if it ends otherwise.
 pub async fn wait_done(client: &reqwest::Client, url: &str, id: &str) {
     loop {
-        let v: Value = client
-            .get(format!("{url}/verify/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(client, &format!("{url}/verify/{id}")).await;
         match v["status"].as_str().unwrap() {
             "passed" => return,
             "queued" | "running" => tokio::time::sleep(Duration::from_millis(5)).await,
