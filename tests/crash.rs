@@ -11,31 +11,22 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skill_verifier::store::JobStatus;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A `serve` process on `data_dir` and its URL (a port of its own, see `spawn_serve`; a
+/// restart on the same data dir gets a new one).
+fn spawn_daemon(data_dir: &Path) -> (Child, String) {
+    spawn_daemon_with(data_dir, &[])
 }
 
-fn spawn_daemon(data_dir: &Path, port: u16) -> Child {
-    spawn_daemon_with(data_dir, port, &[])
-}
-
-fn spawn_daemon_with(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
-        .envs(env.iter().copied())
-        .args(["serve", "--no-prepare", "--workers", "2", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
+fn spawn_daemon_with(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skill-verifier"));
+    cmd.envs(env.iter().copied())
+        .args(["serve", "--no-prepare", "--workers", "2"])
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting the daemon")
+        .stdout(Stdio::null());
+    common::spawn_serve(cmd)
 }
 
 async fn wait_healthy(client: &reqwest::Client, url: &str) {
@@ -88,10 +79,8 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut daemon = spawn_daemon(data.path(), port);
+    let (mut daemon, url) = spawn_daemon(data.path());
     wait_healthy(&client, &url).await;
 
     let mut ids = Vec::new();
@@ -135,7 +124,7 @@ async fn sigkill_mid_run_then_restart_finishes_every_job_once() {
         "and their network sinks (or pooled ones)"
     );
 
-    let mut daemon = spawn_daemon(data.path(), port);
+    let (mut daemon, url) = spawn_daemon(data.path());
     wait_healthy(&client, &url).await;
     // Restart reaped the leftovers before running anything again.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -212,11 +201,9 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let grace = [("SKILL_VERIFIER_SERVER__SHUTDOWN_GRACE_SECS", "1")];
-    let mut daemon = spawn_daemon_with(data.path(), port, &grace);
+    let (mut daemon, url) = spawn_daemon_with(data.path(), &grace);
     wait_healthy(&client, &url).await;
     let resp = client
         .post(format!("{url}/verify"))
@@ -263,7 +250,7 @@ async fn sigterm_past_the_grace_period_requeues_the_running_job_and_it_finishes_
         assert_eq!(common::attestation_rows(&db, &id), 0);
     }
 
-    let mut daemon = spawn_daemon(data.path(), port);
+    let (mut daemon, url) = spawn_daemon(data.path());
     wait_healthy(&client, &url).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {

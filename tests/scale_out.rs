@@ -15,14 +15,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skill_verifier::store::JobStatus;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One `serve` process on the shared database, with short leases so a test sees expiry.
 struct Node {
     child: Child,
@@ -33,20 +25,14 @@ struct Node {
 impl Node {
     fn spawn(db: &str, lease_secs: u64, heartbeat_secs: u64) -> Node {
         let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::start(db, data.path(), port, lease_secs, heartbeat_secs);
-        Node {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data,
-        }
+        let (child, url) = Self::start(db, data.path(), lease_secs, heartbeat_secs);
+        Node { child, url, data }
     }
 
-    fn start(db: &str, data: &Path, port: u16, lease_secs: u64, heartbeat_secs: u64) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_skill-verifier"))
-            .args(["serve", "--no-prepare", "--workers", "2", "--store", db])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+    /// A `serve` process on `data`, and its URL (a port of its own, see `spawn_serve`).
+    fn start(db: &str, data: &Path, lease_secs: u64, heartbeat_secs: u64) -> (Child, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skill-verifier"));
+        cmd.args(["serve", "--no-prepare", "--workers", "2", "--store", db])
             .arg("--data-dir")
             .arg(data)
             .env("SKILL_VERIFIER_STORE__LEASE_SECS", lease_secs.to_string())
@@ -57,14 +43,8 @@ impl Node {
             .env("SKILL_VERIFIER_SERVER__WARM_CONTAINERS", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the daemon")
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().unwrap().parse().unwrap()
+            .stdout(Stdio::null());
+        common::spawn_serve(cmd)
     }
 
     fn instance(&self) -> String {
@@ -237,7 +217,6 @@ async fn three_daemons_finish_thirty_jobs_when_one_is_sigkilled_mid_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let victim_instance = nodes[0].instance();
-    let victim_port = nodes[0].port();
     nodes[0].child.kill().unwrap(); // SIGKILL
     nodes[0].child.wait().unwrap();
     assert!(
@@ -301,12 +280,13 @@ async fn three_daemons_finish_thirty_jobs_when_one_is_sigkilled_mid_run() {
         0,
         "the survivors removed the dead daemon's containers"
     );
+    let (child, url) = Node::start(&db, nodes[0].data.path(), 6, 2);
     let victim = Node {
-        child: Node::start(&db, nodes[0].data.path(), victim_port, 6, 2),
-        url: victim_url.clone(),
+        child,
+        url,
         data: tempfile::tempdir().unwrap(),
     };
-    wait_healthy(&client, &victim_url).await;
+    wait_healthy(&client, &victim.url).await;
     victim.stop();
     let instances: Vec<String> = nodes.iter().map(Node::instance).collect();
     for n in nodes.drain(1..) {

@@ -94,8 +94,26 @@ fn free_port() -> u16 {
 
 impl TlsDockerd {
     /// Starts the engine and waits (up to 60 s) until our client's ping answers. Panics,
-    /// with dockerd's log, when it does not come up.
+    /// with dockerd's log, when it does not come up. The free port is picked before dockerd
+    /// binds it, so another process can take it meanwhile (an outgoing connection's source
+    /// port, say): dockerd then exits on "address already in use", and it is started again on
+    /// another port, up to three times.
     pub async fn start() -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start().await {
+                Ok(engine) => return engine,
+                Err(log) if log.contains("address already in use") && attempt < 3 => {
+                    eprintln!("the TLS dockerd lost its port; starting it again");
+                    attempt += 1;
+                }
+                Err(log) => panic!("the TLS dockerd did not come up; its log:\n{log}"),
+            }
+        }
+    }
+
+    /// One start: the engine, or dockerd's log when it exits or stays silent for 60 s.
+    async fn try_start() -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("sv-dockerd-")
             .tempdir_in("/var/tmp")
@@ -143,7 +161,7 @@ impl TlsDockerd {
             .stderr(log)
             .spawn()
             .expect("starting dockerd");
-        let engine = Self {
+        let mut engine = Self {
             host,
             client: d.join("client"),
             rogue_client: d.join("rogue"),
@@ -155,15 +173,16 @@ impl TlsDockerd {
         loop {
             if let Ok(runner) = DockerRunner::connect_to(engine.target("tls", 2)).await {
                 if runner.ping().await.is_ok() {
-                    return engine;
+                    return Ok(engine);
                 }
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "the TLS dockerd did not answer within 60 s; its log:\n{}",
-                    std::fs::read_to_string(engine.dir.path().join("dockerd.log"))
-                        .unwrap_or_default()
-                );
+            let exited = engine
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                // Dropping the engine stops dockerd (if it still runs) and removes its dir.
+                return Err(engine.log());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -70,6 +70,44 @@ impl Runner for InstantRunner {
     }
 }
 
+/// Starts a `serve` process (`cmd` holds the program and its other arguments) on
+/// `127.0.0.1:0` and returns it with its URL, read from the "listening on http://…" line the
+/// daemon prints once it has bound. No port is picked before the daemon binds it, so daemons
+/// of tests running at the same time cannot take each other's. The child's stderr is passed
+/// through to the test's own. Panics, with the child's exit status, when it exits or stays
+/// silent for 60 s before binding.
+pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    cmd.arg("--listen")
+        .arg("127.0.0.1:0")
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("starting the daemon");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            if let Some((_, url)) = line.split_once(" listening on ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => (child, url),
+        Err(e) => {
+            let _ = child.kill();
+            panic!(
+                "the daemon never said where it listens ({e}); exit: {:?}",
+                child.wait()
+            );
+        }
+    }
+}
+
 /// A daemon serving on 127.0.0.1:0 until dropped or stopped.
 pub struct TestServer {
     pub url: String,
