@@ -85,14 +85,12 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, Stri
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("{line}");
             if let Some((_, url)) = line.split_once(" listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.trim().to_string());
-                }
+                // Only the first is read; later sends go nowhere.
+                let _ = tx.send(url.trim().to_string());
             }
         }
     });
